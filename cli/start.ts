@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// `npm start`: the embedded store on one machine (a gateway and KV_WORKERS workers as child processes).
+import { Command, Option } from 'commander';
+import { createLogger } from '../shared/logger.js';
+import { DEFAULTS, ENV, intOption, logLevelOption } from '../shared/settings.js';
+import { Supervised, scriptPath } from './supervisor.js';
+
+const program = new Command('kvstore')
+  .description('Start the embedded kvstore: a gateway and N worker processes on this machine, restarted if they die')
+  .addOption(new Option('--host <host>', 'address the gateway listens on (workers always listen on 127.0.0.1)').env(ENV.host).default('127.0.0.1'))
+  .addOption(intOption('--port <port>', 'gateway gRPC port', ENV.port, DEFAULTS.gatewayPort))
+  .addOption(intOption('--metrics-port <port>', 'gateway /metrics port; workers use the next ones (0 = free ports)', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
+  .addOption(intOption('--workers <n>', 'number of worker processes', ENV.workers, DEFAULTS.workers))
+  .addOption(intOption('--worker-base-port <port>', 'first worker gRPC port (default: gateway port + 1; 0 = free ports)', ENV.workerBasePort))
+  .addOption(new Option('--data-dir <dir>', 'where the workers keep their databases').env(ENV.dataDir).default(DEFAULTS.dataDir))
+  .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
+  .addOption(new Option('--sync <mode>', 'worker durability: normal or full (fsync every commit)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
+  .addOption(logLevelOption())
+  .showHelpAfterError();
+
+program.parse();
+const opts = program.opts<{
+  host: string;
+  port: number;
+  metricsPort: number;
+  workers: number;
+  workerBasePort?: number;
+  dataDir: string;
+  backupDir?: string;
+  sync: string;
+  logLevel: string;
+}>();
+const log = createLogger('supervisor', opts.logLevel);
+const started: Supervised[] = [];
+
+async function main(): Promise<void> {
+  if (opts.workers < 1 || opts.workers > 64) throw new Error(`--workers must be 1 to 64, got ${opts.workers}`);
+  const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
+  const common = ['--data-dir', opts.dataDir, '--log-level', opts.logLevel, ...(opts.backupDir ? ['--backup-dir', opts.backupDir] : [])];
+  const workers = Array.from({ length: opts.workers }, (_, i) => {
+    const name = `worker-${i}`;
+    const port = basePort === 0 ? 0 : basePort + i;
+    const metricsPort = opts.metricsPort === 0 ? 0 : opts.metricsPort + 1 + i;
+    const args = ['--name', name, '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--sync', opts.sync, ...common];
+    const proc = new Supervised({ name, script: scriptPath('../worker/main.js'), args }, log);
+    started.push(proc);
+    return { name, args, proc };
+  });
+  const children: Supervised[] = [];
+  let stopping = false;
+  const stopAll = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping the store');
+    // Gateway first: it drains client calls while the workers can still answer them.
+    if (children[0]) await children[0].stop();
+    await Promise.all(children.slice(1).map((c) => c.stop()));
+    log.info('store stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stopAll('SIGINT'));
+  process.on('SIGTERM', () => void stopAll('SIGTERM'));
+
+  const listening = await Promise.all(workers.map((w) => w.proc.start()));
+  // A restarted worker must come back on the same ports, which may have been picked at random.
+  workers.forEach((w, i) => {
+    const l = listening[i];
+    w.proc.pin(w.args.map((a, j) => (w.args[j - 1] === '--port' ? String(l.port) : w.args[j - 1] === '--metrics-port' ? String(l.metricsPort) : a)));
+  });
+  const members = listening.map((l) => `${l.name}=127.0.0.1:${l.port}`).join(',');
+  const gatewayArgs = ['--host', opts.host, '--port', String(opts.port), '--metrics-port', String(opts.metricsPort), '--members', members, ...common];
+  const gateway = new Supervised({ name: 'gateway', script: scriptPath('../gateway/main.js'), args: gatewayArgs }, log);
+  started.push(gateway);
+  children.push(gateway, ...workers.map((w) => w.proc));
+  const g = await gateway.start();
+  gateway.pin(gatewayArgs.map((a, j) => (gatewayArgs[j - 1] === '--port' ? String(g.port) : gatewayArgs[j - 1] === '--metrics-port' ? String(g.metricsPort) : a)));
+  log.info(
+    { port: g.port, metricsPort: g.metricsPort, workers: listening.map((l) => ({ name: l.name, port: l.port, metricsPort: l.metricsPort })), dataDir: opts.dataDir },
+    `kvstore ready: gRPC on ${opts.host}:${g.port}, metrics on http://${opts.host}:${g.metricsPort}/metrics`,
+  );
+}
+
+main().catch(async (err: unknown) => {
+  log.fatal({ err }, `failed to start: ${(err as Error).message}`);
+  await Promise.all(started.map((c) => c.stop()));
+  process.exit(1);
+});

@@ -1,0 +1,88 @@
+// Runs the embedded store on one machine: N workers and a gateway as child processes, restarting any
+// that dies (with backoff), and stopping all of them cleanly (gateway first, so it drains in-flight
+// requests while the workers are still up) on SIGINT/SIGTERM.
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../shared/logger.js';
+
+export interface ChildSpec {
+  name: string;
+  script: string;
+  args: string[];
+}
+
+interface Listening {
+  type: 'listening';
+  name: string;
+  port: number;
+  metricsPort: number;
+}
+
+const STOP_TIMEOUT_MS = 15_000;
+const MAX_BACKOFF_MS = 5_000;
+
+export const scriptPath = (relative: string): string => fileURLToPath(new URL(relative, import.meta.url));
+
+export class Supervised {
+  child: ChildProcess | undefined;
+  private restarts = 0;
+  private startedAt = 0;
+  private stopping = false;
+  listening: Listening | undefined;
+
+  constructor(
+    private spec: ChildSpec,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts the child and resolves once it reports its bound ports. */
+  start(): Promise<Listening> {
+    return new Promise((resolve, reject) => {
+      this.startedAt = Date.now();
+      const child = fork(this.spec.script, this.spec.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      this.child = child;
+      let reported = false;
+      child.on('message', (msg: Listening) => {
+        if (msg?.type !== 'listening') return;
+        reported = true;
+        this.listening = msg;
+        resolve(msg);
+      });
+      child.on('exit', (code, signal) => {
+        if (this.child === child) this.child = undefined;
+        if (!reported) reject(new Error(`${this.spec.name} exited before listening (code ${code}, signal ${signal})`));
+        if (this.stopping || !reported) return;
+        // A child that ran a while resets the backoff; one that keeps dying backs off up to 5 s.
+        if (Date.now() - this.startedAt > 30_000) this.restarts = 0;
+        const delay = Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.restarts++);
+        this.log.warn({ child: this.spec.name, code, signal, restartInMs: delay }, 'child exited; restarting');
+        setTimeout(() => {
+          if (this.stopping) return;
+          this.start().catch((err: unknown) => this.log.error({ child: this.spec.name, err }, 'restart failed'));
+        }, delay);
+      });
+    });
+  }
+
+  /** Pins the ports a restarted child must reuse, so the gateway's addresses stay right. */
+  pin(args: string[]): void {
+    this.spec = { ...this.spec, args };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn({ child: this.spec.name }, 'child did not stop in time; killing');
+        child.kill('SIGKILL');
+      }, STOP_TIMEOUT_MS);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  }
+}

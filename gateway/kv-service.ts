@@ -1,0 +1,106 @@
+// The public KeyValueStore service: validate, route to the owning worker, map the outcome to a status.
+import * as grpc from '@grpc/grpc-js';
+import { KvError, notFound, toServiceError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { OpType, type OpResult } from '../shared/proto.js';
+import { checkKey, checkValue } from '../shared/validation.js';
+import type { BackupCoordinator } from './backup.js';
+import type { Cluster } from './cluster.js';
+import { describeFailures, fanout, mergeSorted, scanWorker } from './fanout.js';
+import type { GatewayMetrics, PublicMethod } from './metrics.js';
+
+type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
+
+export interface KvServiceDeps {
+  cluster: Cluster;
+  backups: BackupCoordinator;
+  metrics: GatewayMetrics;
+  log: Logger;
+  fanoutTimeoutMs: number;
+}
+
+function workerFailure(r: OpResult, worker: string): KvError {
+  return new KvError(r.code, `worker ${worker}: ${r.message || grpc.status[r.code]}`);
+}
+
+export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementation {
+  const { cluster, metrics, log } = deps;
+  const routed = new Map(cluster.all().map((l) => [l.name, metrics.routed.labels(l.name)]));
+
+  // Times the call, counts it by status code, and turns any failure into the right status.
+  function handle<Req, Res>(method: PublicMethod, body: (req: Req) => Promise<Res> | Res): Unary<Req, Res> {
+    return (call, cb) => {
+      const start = performance.now();
+      const finish = (code: number): void => metrics.observe(method, code, (performance.now() - start) / 1000);
+      let result: Promise<Res> | Res;
+      try {
+        result = body(call.request);
+      } catch (err) {
+        const e = toServiceError(err, log);
+        finish(e.code!);
+        cb(e);
+        return;
+      }
+      Promise.resolve(result).then(
+        (res) => {
+          finish(grpc.status.OK);
+          cb(null, res);
+        },
+        (err: unknown) => {
+          const e = toServiceError(err, log);
+          finish(e.code!);
+          if (e.code === grpc.status.INTERNAL) log.error({ method, err }, 'request failed');
+          cb(e);
+        },
+      );
+    };
+  }
+
+  function route(type: (typeof OpType)[keyof typeof OpType], key: string, value: string): Promise<OpResult> {
+    const link = cluster.ownerOf(key);
+    routed.get(link.name)?.inc();
+    return link.call(type, key, value);
+  }
+
+  return {
+    Put: handle<{ key: string; value: string }, { old_value: string }>('Put', (req) => {
+      const key = checkKey(req.key);
+      const value = checkValue(req.value);
+      return route(OpType.PUT, key, value).then((r) => {
+        if (r.code !== grpc.status.OK) throw workerFailure(r, cluster.ring.owner(key));
+        return { old_value: r.found ? r.value : '' };
+      });
+    }),
+    Get: handle<{ key: string }, { value: string }>('Get', (req) => {
+      const key = checkKey(req.key);
+      return route(OpType.GET, key, '').then((r) => {
+        if (r.code === grpc.status.NOT_FOUND) throw notFound(key);
+        if (r.code !== grpc.status.OK) throw workerFailure(r, cluster.ring.owner(key));
+        return { value: r.value };
+      });
+    }),
+    Delete: handle<{ key: string }, object>('Delete', (req) => {
+      const key = checkKey(req.key);
+      return route(OpType.DELETE, key, '').then((r) => {
+        if (r.code !== grpc.status.OK) throw workerFailure(r, cluster.ring.owner(key));
+        return {};
+      });
+    }),
+    ListKeys: handle<object, { keys: string[] }>('ListKeys', async () => {
+      const end = metrics.fanout.labels('ListKeys').startTimer();
+      const { ok, failed } = await fanout(cluster.all(), (link) => scanWorker(link, deps.fanoutTimeoutMs));
+      end();
+      if (failed.length > 0) {
+        const code = failed.every((f) => f.code === grpc.status.DEADLINE_EXCEEDED) ? grpc.status.DEADLINE_EXCEEDED : grpc.status.UNAVAILABLE;
+        throw new KvError(code, `ListKeys needs every worker; ${failed.length} of ${cluster.all().length} could not answer: ${describeFailures(failed)}`);
+      }
+      return { keys: mergeSorted([...ok.values()]) };
+    }),
+    Backup: handle<object, { success: boolean; message: string }>('Backup', async () => {
+      const end = metrics.fanout.labels('Backup').startTimer();
+      const outcome = await deps.backups.run();
+      end();
+      return { success: outcome.success, message: outcome.message };
+    }),
+  };
+}

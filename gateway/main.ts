@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// Gateway entry point: serves the public KeyValueStore API and routes each key to its worker.
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { Command, Option } from 'commander';
+import { addHealth, bindServer, drainServer, setAllHealth } from '../shared/grpc-server.js';
+import { publicServerOptions } from '../shared/grpc-options.js';
+import { startHttpEndpoints } from '../shared/http-server.js';
+import { createLogger } from '../shared/logger.js';
+import { createRegistry } from '../shared/metrics.js';
+import { publicApi } from '../shared/proto.js';
+import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
+import { BackupCoordinator } from './backup.js';
+import { Cluster } from './cluster.js';
+import { kvService } from './kv-service.js';
+import { parseMembers } from './members.js';
+import { createGatewayMetrics } from './metrics.js';
+
+const PUBLIC_SERVICE = 'kvstore.KeyValueStore';
+
+const program = new Command('kv-gateway')
+  .description('kvstore gateway: serves the public KeyValueStore gRPC API and routes each key to the worker that owns it')
+  .addOption(new Option('--host <host>', 'address to listen on').env(ENV.host).default(DEFAULTS.host))
+  .addOption(intOption('--port <port>', 'gRPC port (0 = pick a free one)', ENV.port, DEFAULTS.gatewayPort))
+  .addOption(intOption('--metrics-port <port>', 'HTTP port for /metrics, /healthz, /readyz', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
+  .addOption(
+    new Option('--members <list>', 'workers on the ring: "name=host:port,..." or bare names with --worker-address-template')
+      .env(ENV.members)
+      .makeOptionMandatory(),
+  )
+  .addOption(new Option('--worker-address-template <tmpl>', 'address for a bare member name, e.g. "{name}.kv-worker:50052"').env(ENV.workerAddressTemplate))
+  .addOption(intOption('--request-timeout-ms <ms>', 'deadline for each request to a worker', ENV.requestTimeoutMs, DEFAULTS.requestTimeoutMs))
+  .addOption(intOption('--max-inflight <n>', 'requests that may wait on one worker before new ones get RESOURCE_EXHAUSTED', ENV.maxInflight, DEFAULTS.maxInflightPerWorker))
+  .addOption(intOption('--fanout-timeout-ms <ms>', 'deadline for each worker\'s part of ListKeys', 'KV_FANOUT_TIMEOUT_MS', 60_000))
+  .addOption(intOption('--backup-timeout-ms <ms>', 'deadline for each worker\'s snapshot', 'KV_BACKUP_TIMEOUT_MS', 600_000))
+  .addOption(new Option('--data-dir <dir>', 'data folder (the gateway only writes backup manifests under it)').env(ENV.dataDir).default(DEFAULTS.dataDir))
+  .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
+  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
+  .addOption(logLevelOption())
+  .showHelpAfterError();
+
+program.parse();
+const opts = program.opts<{
+  host: string;
+  port: number;
+  metricsPort: number;
+  members: string;
+  workerAddressTemplate?: string;
+  requestTimeoutMs: number;
+  maxInflight: number;
+  fanoutTimeoutMs: number;
+  backupTimeoutMs: number;
+  dataDir: string;
+  backupDir?: string;
+  shutdownGraceMs: number;
+  logLevel: string;
+}>();
+
+const log = createLogger('gateway', opts.logLevel);
+
+async function main(): Promise<void> {
+  const members = parseMembers(opts.members, opts.workerAddressTemplate);
+  const registry = createRegistry({});
+  const metrics = createGatewayMetrics(registry);
+  const cluster = new Cluster(members, { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight }, metrics);
+  const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
+  const backups = new BackupCoordinator(cluster, backupDir, opts.backupTimeoutMs, log);
+
+  const server = new grpc.Server(publicServerOptions);
+  const api = publicApi();
+  server.addService(api.KeyValueStore.service, kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
+  const health = addHealth(server, [PUBLIC_SERVICE]);
+  new ReflectionService(api.definition).addToServer(server);
+  const port = await bindServer(server, opts.host, opts.port);
+  let ready = true;
+  const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
+  log.info({ port, metricsPort: http.port, members, backupDir }, 'gateway listening');
+  process.send?.({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    ready = false;
+    log.info({ signal }, 'gateway draining');
+    setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');
+    const how = await drainServer(server, opts.shutdownGraceMs);
+    await cluster.close(1000);
+    await http.close();
+    log.info({ how }, 'gateway stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  // Started by the supervisor: if it dies (even by kill -9), stop rather than linger as an orphan.
+  process.on('disconnect', () => void stop('supervisor gone'));
+}
+
+main().catch((err: unknown) => {
+  log.fatal({ err }, `gateway failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,97 @@
+import { status } from '@grpc/grpc-js';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { LATENCY_BUCKETS, METRIC_PREFIX as P } from '../shared/metrics.js';
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
+
+export const PUBLIC_METHODS = ['Put', 'Get', 'Delete', 'ListKeys', 'Backup'] as const;
+export type PublicMethod = (typeof PUBLIC_METHODS)[number];
+
+export function createGatewayMetrics(registry: Registry) {
+  const registers = [registry];
+  const requests = new Counter({
+    name: `${P}gateway_requests_total`,
+    help: 'Client requests handled by the gateway, by method and gRPC status code',
+    labelNames: ['method', 'code'],
+    registers,
+  });
+  const duration = new Histogram({
+    name: `${P}gateway_request_duration_seconds`,
+    help: 'Client request latency at the gateway, by method',
+    labelNames: ['method'],
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const routed = new Counter({
+    name: `${P}gateway_worker_requests_total`,
+    help: 'Point requests routed to each worker',
+    labelNames: ['worker'],
+    registers,
+  });
+  const workerErrors = new Counter({
+    name: `${P}gateway_worker_errors_total`,
+    help: 'Requests to a worker that failed at the transport (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED)',
+    labelNames: ['worker', 'code'],
+    registers,
+  });
+  // Sampled at scrape time from the links rather than updated per request.
+  let inflightSource: () => Iterable<[string, number]> = () => [];
+  new Gauge({
+    name: `${P}gateway_worker_inflight`,
+    help: 'Requests waiting on each worker',
+    labelNames: ['worker'],
+    registers,
+    collect() {
+      for (const [worker, n] of inflightSource()) this.labels(worker).set(n);
+    },
+  });
+  const workerUp = new Gauge({
+    name: `${P}gateway_worker_up`,
+    help: '1 if the gateway has a ready connection to the worker, else 0',
+    labelNames: ['worker'],
+    registers,
+  });
+  const ringMembers = new Gauge({ name: `${P}gateway_ring_members`, help: 'Workers on the hash ring', registers });
+  const ringMember = new Gauge({
+    name: `${P}gateway_ring_member_info`,
+    help: 'One series per worker on the ring (value 1), with its address',
+    labelNames: ['worker', 'address'],
+    registers,
+  });
+  const fanout = new Histogram({
+    name: `${P}gateway_fanout_duration_seconds`,
+    help: 'Duration of calls fanned out to every worker (ListKeys, Backup)',
+    labelNames: ['method'],
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+
+  // Children resolved once: a labels() lookup per request is measurable on the hot path.
+  const durationBy = new Map(PUBLIC_METHODS.map((m) => [m, duration.labels(m)]));
+  const requestsBy = new Map<string, Counter.Internal>();
+  for (const m of PUBLIC_METHODS) requests.labels(m, 'OK').inc(0);
+
+  return {
+    requests,
+    duration,
+    routed,
+    workerErrors,
+    setInflightSource(fn: () => Iterable<[string, number]>): void {
+      inflightSource = fn;
+    },
+    workerUp,
+    ringMembers,
+    ringMember,
+    fanout,
+    observe(method: PublicMethod, code: number, seconds: number): void {
+      durationBy.get(method)!.observe(seconds);
+      const k = `${method}:${code}`;
+      let c = requestsBy.get(k);
+      if (!c) {
+        c = requests.labels(method, status[code] ?? String(code));
+        requestsBy.set(k, c);
+      }
+      c.inc();
+    },
+  };
+}

@@ -1,0 +1,16 @@
+// Structured JSON logs, one line per event. The default level logs lifecycle events and errors only;
+// successful requests are never logged at info, so logs stay quiet under load.
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export function createLogger(component: string, level: string, extra: Record<string, unknown> = {}): Logger {
+  return pino({
+    level,
+    base: { component, pid: process.pid, ...extra },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    // Never let a credential reach a log line, whatever object is logged.
+    redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'key_pem', '*.key_pem'], censor: '[redacted]' },
+  });
+}

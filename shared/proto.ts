@@ -1,0 +1,105 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+// Compiled code runs from dist/shared, tests from shared/: walk up to the folder holding proto/.
+function findProtoDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    const candidate = join(dir, 'proto');
+    if (existsSync(join(candidate, 'kvstore.proto'))) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error(`proto/kvstore.proto not found above ${fileURLToPath(import.meta.url)}`);
+}
+
+export const PROTO_DIR = findProtoDir();
+
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: Number,
+  defaults: true,
+  oneofs: true,
+};
+
+export function loadPackageDefinition(file: string): protoLoader.PackageDefinition {
+  return protoLoader.loadSync(join(PROTO_DIR, file), LOADER_OPTIONS);
+}
+
+// grpc.loadPackageDefinition returns an untyped tree; these helpers pin the shapes we rely on.
+type ServiceCtor = grpc.ServiceClientConstructor;
+
+export interface PublicProto {
+  definition: protoLoader.PackageDefinition;
+  KeyValueStore: ServiceCtor;
+}
+
+export interface WorkerProto {
+  definition: protoLoader.PackageDefinition;
+  Worker: ServiceCtor;
+}
+
+let publicProto: PublicProto | undefined;
+let workerProto: WorkerProto | undefined;
+
+export function publicApi(): PublicProto {
+  if (!publicProto) {
+    const definition = loadPackageDefinition('kvstore.proto');
+    const pkg = grpc.loadPackageDefinition(definition) as unknown as { kvstore: { KeyValueStore: ServiceCtor } };
+    publicProto = { definition, KeyValueStore: pkg.kvstore.KeyValueStore };
+  }
+  return publicProto;
+}
+
+export function workerApi(): WorkerProto {
+  if (!workerProto) {
+    const definition = loadPackageDefinition('worker.proto');
+    const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+      kvstore: { internal: { Worker: ServiceCtor } };
+    };
+    workerProto = { definition, Worker: pkg.kvstore.internal.Worker };
+  }
+  return workerProto;
+}
+
+export const OpType = { GET: 0, PUT: 1, DELETE: 2 } as const;
+export type OpTypeValue = (typeof OpType)[keyof typeof OpType];
+
+export interface Op {
+  id: number;
+  type: OpTypeValue;
+  key: string;
+  value: string;
+}
+export interface OpBatch {
+  epoch: number;
+  ops: Op[];
+}
+export interface OpResult {
+  id: number;
+  code: number;
+  found: boolean;
+  value: string;
+  message: string;
+}
+export interface ResultBatch {
+  results: OpResult[];
+}
+export interface SnapshotReply {
+  worker: string;
+  file: string;
+  keys: number;
+  bytes: number;
+  sha256: string;
+  seconds: number;
+}
+export interface StatusReply {
+  worker: string;
+  keys: number;
+  db_bytes: number;
+  wal_bytes: number;
+  epoch: number;
+}

@@ -1,0 +1,58 @@
+// Every setting's name, env var and default in one place, so the CLI, the manifests in k8s/ and the
+// README cannot drift apart (test/k8s checks the manifests against this table).
+import { Option } from 'commander';
+
+export const DEFAULTS = {
+  gatewayPort: 50051,
+  gatewayMetricsPort: 9100,
+  workerPort: 50052,
+  workerMetricsPort: 9101,
+  host: '0.0.0.0',
+  dataDir: './data',
+  workers: 3,
+  requestTimeoutMs: 5000,
+  maxInflightPerWorker: 20000,
+  backupKeep: 7,
+  sync: 'normal',
+  logLevel: 'info',
+} as const;
+
+export const ENV = {
+  port: 'KV_PORT',
+  host: 'KV_HOST',
+  metricsPort: 'KV_METRICS_PORT',
+  dataDir: 'KV_DATA_DIR',
+  backupDir: 'KV_BACKUP_DIR',
+  backupKeep: 'KV_BACKUP_KEEP',
+  workers: 'KV_WORKERS',
+  workerBasePort: 'KV_WORKER_BASE_PORT',
+  members: 'KV_MEMBERS',
+  workerAddressTemplate: 'KV_WORKER_ADDRESS_TEMPLATE',
+  name: 'KV_NAME',
+  requestTimeoutMs: 'KV_REQUEST_TIMEOUT_MS',
+  maxInflight: 'KV_MAX_INFLIGHT',
+  sync: 'KV_SYNC',
+  logLevel: 'KV_LOG_LEVEL',
+} as const;
+
+export function intOption(flags: string, description: string, env: string, def?: number): Option {
+  const opt = new Option(flags, description).env(env).argParser((raw: string) => parsePort(raw, flags));
+  return def === undefined ? opt : opt.default(def);
+}
+
+function parsePort(raw: string, flags: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${flags}: expected a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+export function logLevelOption(): Option {
+  return new Option('--log-level <level>', 'log level')
+    .env(ENV.logLevel)
+    .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .default(DEFAULTS.logLevel);
+}
+
+export function defaultBackupDir(dataDir: string): string {
+  return `${dataDir.replace(/\/+$/, '')}/backups`;
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// Worker entry point: owns one SQLite database and serves the internal Worker protocol to gateways.
+import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { Command, Option } from 'commander';
+import { addHealth, bindServer, drainServer, setAllHealth } from '../shared/grpc-server.js';
+import { workerServerOptions } from '../shared/grpc-options.js';
+import { startHttpEndpoints } from '../shared/http-server.js';
+import { createLogger } from '../shared/logger.js';
+import { createRegistry } from '../shared/metrics.js';
+import { workerApi } from '../shared/proto.js';
+import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
+import { createWorkerMetrics } from './metrics.js';
+import { WorkerService } from './service.js';
+import { Snapshotter } from './snapshot.js';
+import { Store, type SyncMode } from './store.js';
+
+const WORKER_SERVICE = 'kvstore.internal.Worker';
+const NAME_RULE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+const program = new Command('kv-worker')
+  .description('kvstore worker: owns one SQLite database and serves the gateway over the internal protocol')
+  .addOption(new Option('--name <name>', 'stable member name on the ring (in Kubernetes: the pod name)').env(ENV.name).default(hostname()))
+  .addOption(new Option('--host <host>', 'address to listen on').env(ENV.host).default(DEFAULTS.host))
+  .addOption(intOption('--port <port>', 'gRPC port (0 = pick a free one)', ENV.port, DEFAULTS.workerPort))
+  .addOption(intOption('--metrics-port <port>', 'HTTP port for /metrics, /healthz, /readyz (0 = pick a free one)', ENV.metricsPort, DEFAULTS.workerMetricsPort))
+  .addOption(new Option('--data-dir <dir>', 'folder for this worker\'s database file').env(ENV.dataDir).default(DEFAULTS.dataDir))
+  .addOption(new Option('--backup-dir <dir>', 'folder for snapshots (default: <data-dir>/backups)').env(ENV.backupDir))
+  .addOption(new Option('--sync <mode>', 'durability: normal = survives process crash (WAL, fsync at checkpoint); full = fsync every commit (group commit per batch)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
+  .addOption(intOption('--max-db-pages <pages>', 'cap on database pages (PRAGMA max_page_count); 0 = unlimited', 'KV_MAX_DB_PAGES', 0))
+  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
+  .addOption(logLevelOption())
+  .showHelpAfterError();
+
+program.parse();
+const opts = program.opts<{
+  name: string;
+  host: string;
+  port: number;
+  metricsPort: number;
+  dataDir: string;
+  backupDir?: string;
+  sync: SyncMode;
+  maxDbPages: number;
+  shutdownGraceMs: number;
+  logLevel: string;
+}>();
+
+const log = createLogger('worker', opts.logLevel, { worker: opts.name });
+
+async function main(): Promise<void> {
+  if (!NAME_RULE.test(opts.name)) {
+    throw new Error(`--name must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(opts.name)}`);
+  }
+  mkdirSync(opts.dataDir, { recursive: true });
+  const dbFile = join(opts.dataDir, `${opts.name}.sqlite`);
+  const store = new Store(dbFile, { sync: opts.sync, maxPages: opts.maxDbPages });
+  const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
+  const snapshots = new Snapshotter(dbFile, backupDir, opts.name);
+
+  const registry = createRegistry({ worker: opts.name });
+  const metrics = createWorkerMetrics(registry, store);
+  store.onSqliteError = (err) => metrics.sqliteErrors.inc({ sqlite_code: (err as { code?: string }).code ?? 'unknown' });
+
+  const service = new WorkerService(opts.name, store, snapshots, metrics, log);
+  const server = new grpc.Server(workerServerOptions);
+  server.addService(workerApi().Worker.service, service.implementation());
+  const health = addHealth(server, [WORKER_SERVICE]);
+  const port = await bindServer(server, opts.host, opts.port);
+  let ready = true;
+  const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
+  log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir }, 'worker listening');
+  // The supervisor (cli/start) learns the bound ports from this message when it forked us.
+  process.send?.({ type: 'listening', name: opts.name, port, metricsPort: http.port });
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    ready = false;
+    log.info({ signal }, 'worker draining');
+    setAllHealth(health, [WORKER_SERVICE], 'NOT_SERVING');
+    service.drain();
+    const how = await drainServer(server, opts.shutdownGraceMs);
+    await snapshots.close();
+    store.close();
+    await http.close();
+    log.info({ how }, 'worker stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  // Started by the supervisor: if it dies (even by kill -9), stop rather than linger as an orphan.
+  process.on('disconnect', () => void stop('supervisor gone'));
+}
+
+main().catch((err: unknown) => {
+  log.fatal({ err }, `worker failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,127 @@
+// The internal Worker service: the gateway's long-lived Exchange stream, key scans, snapshots, status.
+import * as grpc from '@grpc/grpc-js';
+import type { Counter } from 'prom-client';
+import { toServiceError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import type { OpBatch, ResultBatch, SnapshotReply, StatusReply } from '../shared/proto.js';
+import type { WorkerMetrics } from './metrics.js';
+import type { Snapshotter } from './snapshot.js';
+import type { Store } from './store.js';
+
+const OP_NAMES = ['get', 'put', 'delete'];
+const SCAN_CHUNK = 5000;
+
+type ExchangeCall = grpc.ServerDuplexStream<OpBatch, ResultBatch>;
+
+export class WorkerService {
+  private readonly exchanges = new Set<ExchangeCall>();
+  private readonly opCounters = new Map<number, Counter.Internal>();
+  private readonly batchTimer;
+  private draining = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly store: Store,
+    private readonly snapshots: Snapshotter,
+    private readonly metrics: WorkerMetrics,
+    private readonly log: Logger,
+  ) {
+    this.batchTimer = metrics.opDuration.labels('batch');
+  }
+
+  implementation(): grpc.UntypedServiceImplementation {
+    return {
+      Exchange: (call: ExchangeCall) => this.exchange(call),
+      ScanKeys: (call: grpc.ServerWritableStream<{ after: string; limit: number }, { keys: string[] }>) => void this.scanKeys(call),
+      Snapshot: (call: grpc.ServerUnaryCall<{ backup_id: string }, SnapshotReply>, cb: grpc.sendUnaryData<SnapshotReply>) =>
+        void this.snapshot(call.request.backup_id, cb),
+      Status: (_call: grpc.ServerUnaryCall<object, StatusReply>, cb: grpc.sendUnaryData<StatusReply>) => {
+        const sizes = this.store.sizes();
+        cb(null, { worker: this.name, keys: this.store.keys, db_bytes: sizes.db, wal_bytes: sizes.wal, epoch: 0 });
+      },
+    };
+  }
+
+  private countOp(type: number, code: number): void {
+    const k = type * 32 + code;
+    let c = this.opCounters.get(k);
+    if (!c) {
+      c = this.metrics.ops.labels(OP_NAMES[type] ?? 'unknown', grpc.status[code] ?? String(code));
+      this.opCounters.set(k, c);
+    }
+    c.inc();
+  }
+
+  private exchange(call: ExchangeCall): void {
+    if (this.draining) {
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: `worker ${this.name} is shutting down` });
+      return;
+    }
+    this.exchanges.add(call);
+    call.on('data', (batch: OpBatch) => {
+      const end = this.batchTimer.startTimer();
+      const results = this.store.applyBatch(batch.ops);
+      end();
+      for (let i = 0; i < batch.ops.length; i++) this.countOp(batch.ops[i].type, results[i].code);
+      call.write({ results });
+    });
+    const done = (): void => {
+      this.exchanges.delete(call);
+    };
+    call.on('end', () => {
+      done();
+      call.end();
+    });
+    call.on('error', done);
+    call.on('cancelled', done);
+  }
+
+  private async scanKeys(call: grpc.ServerWritableStream<{ after: string; limit: number }, { keys: string[] }>): Promise<void> {
+    // Keyset pagination in chunks on the main thread: each chunk is a few ms, and yielding between
+    // chunks keeps point operations flowing during a large listing.
+    let after = call.request.after ?? '';
+    let remaining = call.request.limit > 0 ? call.request.limit : Number.POSITIVE_INFINITY;
+    try {
+      while (remaining > 0 && !call.cancelled) {
+        const keys = this.store.scan(after, Math.min(SCAN_CHUNK, remaining));
+        if (keys.length === 0) break;
+        remaining -= keys.length;
+        after = keys[keys.length - 1];
+        if (!call.write({ keys })) await new Promise((resolve) => call.once('drain', resolve));
+        else await new Promise((resolve) => setImmediate(resolve));
+        if (keys.length < SCAN_CHUNK) break;
+      }
+      call.end();
+    } catch (err) {
+      this.log.error({ err }, 'key scan failed');
+      call.emit('error', toServiceError(err, this.log));
+    }
+  }
+
+  private async snapshot(backupId: string, cb: grpc.sendUnaryData<SnapshotReply>): Promise<void> {
+    const m = this.metrics;
+    const started = Date.now();
+    try {
+      const r = await this.snapshots.take(backupId);
+      m.backupSuccess.set(1);
+      m.backupBytes.set(r.bytes);
+      m.lastSuccess.set(Date.now() / 1000);
+      this.log.info({ backupId, file: r.file, keys: r.keys, bytes: r.bytes, seconds: r.seconds }, 'snapshot written');
+      cb(null, { worker: this.name, ...r });
+    } catch (err) {
+      m.backupSuccess.set(0);
+      this.log.error({ err, backupId }, 'snapshot failed');
+      cb(toServiceError(err, this.log));
+    } finally {
+      m.backupTimestamp.set(Date.now() / 1000);
+      m.backupDuration.set((Date.now() - started) / 1000);
+    }
+  }
+
+  /** Ends every Exchange stream so the gateways fail over their pending calls and tryShutdown can finish. */
+  drain(): void {
+    this.draining = true;
+    for (const call of this.exchanges) call.end();
+    this.exchanges.clear();
+  }
+}
