@@ -78,6 +78,7 @@ async function main(): Promise<void> {
     { port: g.port, metricsPort: g.metricsPort, workers: listening.map((l) => ({ name: l.name, port: l.port, metricsPort: l.metricsPort })), dataDir: opts.dataDir },
     `kvstore ready: gRPC on ${opts.host}:${g.port}, metrics on http://${opts.host}:${g.metricsPort}/metrics`,
   );
+  process.send?.({ type: 'listening', name: 'kvstore', port: g.port, metricsPort: g.metricsPort });
 }
 
 main().catch(async (err: unknown) => {

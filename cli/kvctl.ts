@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+// kvctl: the command-line client of the public API.
+import * as grpc from '@grpc/grpc-js';
+import { Command, Option } from 'commander';
+import { publicClientOptions } from '../shared/grpc-options.js';
+import { publicApi } from '../shared/proto.js';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+
+type Cb = (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void;
+
+interface Globals {
+  address: string;
+  timeout: number;
+  json: boolean;
+}
+
+const program = new Command('kvctl')
+  .description('Command-line client for kvstore')
+  .addOption(new Option('-a, --address <host:port>', 'gateway address').env('KV_ADDRESS').default('127.0.0.1:50051'))
+  .addOption(
+    new Option('-t, --timeout <ms>', 'deadline for the call').env('KV_TIMEOUT_MS').default(10_000).argParser((v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n <= 0) throw new Error(`--timeout: expected a positive integer of milliseconds, got "${v}"`);
+      return n;
+    }),
+  )
+  .option('--json', 'print results as JSON', false)
+  .showHelpAfterError()
+  .addHelpText(
+    'after',
+    `
+Exit codes:
+  0  success
+  1  failed (internal error, failed backup)
+  2  bad input (usage error, INVALID_ARGUMENT)
+  3  key not found
+  4  store unreachable or too slow (UNAVAILABLE, DEADLINE_EXCEEDED)
+  5  store busy or full (RESOURCE_EXHAUSTED)`,
+  )
+  .exitOverride((err) => {
+    // commander's own exit for --help/--version is 0; every usage error is "bad input".
+    process.exit(err.exitCode === 0 ? 0 : EXIT.BAD_INPUT);
+  });
+
+function call(method: string, req: object): Promise<Record<string, unknown>> {
+  const g = program.opts<Globals>();
+  const Ctor = publicApi().KeyValueStore;
+  const client = new Ctor(g.address, grpc.credentials.createInsecure(), publicClientOptions);
+  return new Promise((resolve, reject) => {
+    const fn = (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: Cb) => void>)[method].bind(client);
+    fn(req, { deadline: Date.now() + g.timeout }, (err, res) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res ?? {});
+    });
+  });
+}
+
+function out(human: string, json: object): void {
+  process.stdout.write(program.opts<Globals>().json ? `${JSON.stringify(json)}\n` : `${human}\n`);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+program
+  .command('put')
+  .description('store a value; prints the previous value if there was one (value "-" reads standard input)')
+  .argument('<key>')
+  .argument('<value>')
+  .action(async (key: string, value: string) => {
+    const v = value === '-' ? await readStdin() : value;
+    const r = await call('Put', { key, value: v });
+    const old = String(r.old_value ?? '');
+    out(old === '' ? 'OK' : `OK (previous value: ${old})`, { key, old_value: old });
+  });
+
+program
+  .command('get')
+  .description('print the value of a key')
+  .argument('<key>')
+  .action(async (key: string) => {
+    const r = await call('Get', { key });
+    out(String(r.value ?? ''), { key, value: r.value });
+  });
+
+program
+  .command('delete')
+  .alias('del')
+  .description('remove a key (succeeds if it does not exist)')
+  .argument('<key>')
+  .action(async (key: string) => {
+    await call('Delete', { key });
+    out('OK', { key, deleted: true });
+  });
+
+program
+  .command('list')
+  .alias('ls')
+  .description('list every key, one per line, in byte order')
+  .action(async () => {
+    const r = await call('ListKeys', {});
+    const keys = (r.keys as string[]) ?? [];
+    if (program.opts<Globals>().json) out('', { keys });
+    else for (const k of keys) process.stdout.write(`${k}\n`);
+  });
+
+program
+  .command('backup')
+  .description('take a backup of every worker; prints the backup id and location')
+  .action(async () => {
+    const r = await call('Backup', {});
+    out(String(r.message), { success: r.success, message: r.message });
+    if (!r.success) process.exitCode = EXIT.FAILED;
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  const e = err as grpc.ServiceError;
+  if (typeof e?.code === 'number' && 'details' in e) {
+    const name = grpc.status[e.code] ?? String(e.code);
+    process.stderr.write(`kvctl: ${name}: ${e.details}\n`);
+    process.exit(exitCodeFor(e.code));
+  }
+  process.stderr.write(`kvctl: ${(err as Error).message ?? String(err)}\n`);
+  process.exit(EXIT.FAILED);
+});

@@ -1,0 +1,57 @@
+// Promise-style client of the public API over real gRPC, for tests.
+import * as grpc from '@grpc/grpc-js';
+import { publicClientOptions } from '../../shared/grpc-options.js';
+import { publicApi } from '../../shared/proto.js';
+
+export interface KvClient {
+  put(key: string, value: string): Promise<string>;
+  get(key: string): Promise<string>;
+  del(key: string): Promise<void>;
+  list(): Promise<string[]>;
+  backup(): Promise<{ success: boolean; message: string }>;
+  raw: grpc.Client;
+  close(): void;
+}
+
+type Cb<T> = (err: grpc.ServiceError | null, res?: T) => void;
+type Method = (req: object, opts: grpc.CallOptions, cb: Cb<Record<string, unknown>>) => void;
+
+export function kvClient(address: string, timeoutMs = 10_000): KvClient {
+  const Ctor = publicApi().KeyValueStore;
+  const raw = new Ctor(address, grpc.credentials.createInsecure(), publicClientOptions);
+  const call = <T>(method: string, req: object): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const fn = (raw as unknown as Record<string, Method>)[method].bind(raw);
+      fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res as T)));
+    });
+  return {
+    put: (key, value) => call<{ old_value: string }>('Put', { key, value }).then((r) => r.old_value),
+    get: (key) => call<{ value: string }>('Get', { key }).then((r) => r.value),
+    del: (key) => call<object>('Delete', { key }).then(() => undefined),
+    list: () => call<{ keys: string[] }>('ListKeys', {}).then((r) => r.keys),
+    backup: () => call<{ success: boolean; message: string }>('Backup', {}),
+    raw,
+    close: () => raw.close(),
+  };
+}
+
+/** The gRPC status code a promise rejects with (or 'ok'). */
+export async function codeOf(p: Promise<unknown>): Promise<number | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return (err as grpc.ServiceError).code;
+  }
+}
+
+export async function errorOf(p: Promise<unknown>): Promise<grpc.ServiceError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as grpc.ServiceError;
+  }
+  throw new Error('expected the call to fail, but it succeeded');
+}
+
+export { grpc };

@@ -1,0 +1,68 @@
+// kvctl against a real store: output and the exit code for each failure class.
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestCluster, dist } from './helpers/processes.js';
+
+let cluster: TestCluster;
+
+beforeAll(async () => {
+  cluster = await TestCluster.start({ workers: 2 });
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+function kvctl(args: string[], input?: string): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', ...args], {
+    input,
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('kvctl', () => {
+  it('puts, gets, lists and deletes, exiting 0', () => {
+    expect(kvctl(['put', 'cli-key', 'first'])).toMatchObject({ code: 0, stdout: 'OK\n' });
+    expect(kvctl(['put', 'cli-key', 'second'])).toMatchObject({ code: 0, stdout: 'OK (previous value: first)\n' });
+    expect(kvctl(['get', 'cli-key'])).toMatchObject({ code: 0, stdout: 'second\n' });
+    expect(kvctl(['put', 'from-stdin', '-'], 'piped value')).toMatchObject({ code: 0 });
+    expect(kvctl(['--json', 'get', 'from-stdin']).stdout).toBe('{"key":"from-stdin","value":"piped value"}\n');
+    expect(kvctl(['list']).stdout.split('\n')).toEqual(expect.arrayContaining(['cli-key', 'from-stdin']));
+    expect(kvctl(['delete', 'cli-key'])).toMatchObject({ code: 0 });
+    expect(kvctl(['delete', 'cli-key'])).toMatchObject({ code: 0 });
+  });
+
+  it('exits 3 for a missing key, naming it', () => {
+    const r = kvctl(['get', 'missing-key']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/NOT_FOUND: .*missing-key/);
+  });
+
+  it('exits 2 for bad input and for usage errors', () => {
+    const r = kvctl(['put', 'k'.repeat(129), 'v']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/INVALID_ARGUMENT: key: .*129/);
+    expect(kvctl(['get']).code).toBe(2);
+    expect(kvctl(['frobnicate']).code).toBe(2);
+  });
+
+  it('exits 4 when the store is unreachable', () => {
+    const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', '--timeout', '2000', 'get', 'x'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(4);
+    expect(r.stderr).toMatch(/UNAVAILABLE|DEADLINE_EXCEEDED/);
+  });
+
+  it('backup prints the id and location and exits 0', () => {
+    const r = kvctl(['--timeout', '60000', 'backup']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/backup \d{8}T\d{9}Z complete: 2 workers/);
+    expect(r.stdout).toContain(cluster.backupDir);
+  });
+
+  it('--help lists the exit codes', () => {
+    const r = kvctl(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('3  key not found');
+  });
+});
