@@ -3,7 +3,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { publicClientOptions } from '../shared/grpc-options.js';
-import { publicApi } from '../shared/proto.js';
+import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
 type Cb = (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void;
@@ -42,9 +42,9 @@ Exit codes:
     process.exit(err.exitCode === 0 ? 0 : EXIT.BAD_INPUT);
   });
 
-function call(method: string, req: object): Promise<Record<string, unknown>> {
+function call(method: string, req: object, service: 'public' | 'admin' = 'public'): Promise<Record<string, unknown>> {
   const g = program.opts<Globals>();
-  const Ctor = publicApi().KeyValueStore;
+  const Ctor = service === 'admin' ? adminApi().Admin : publicApi().KeyValueStore;
   const client = new Ctor(g.address, grpc.credentials.createInsecure(), publicClientOptions);
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: Cb) => void>)[method].bind(client);
@@ -115,6 +115,66 @@ program
     const r = await call('Backup', {});
     out(String(r.message), { success: r.success, message: r.message });
     if (!r.success) process.exitCode = EXIT.FAILED;
+  });
+
+function printStatus(s: ClusterStatus): void {
+  if (program.opts<Globals>().json) {
+    out('', s);
+    return;
+  }
+  const lines = [
+    `epoch ${s.epoch}, ${s.phase}${s.phase === 'migrating' ? ` (from ${s.previous.map((m) => m.name).join(', ')}): ${s.keys_moved} keys moved, ${s.keys_remaining} remaining` : ''}`,
+    ...(s.message ? [s.message] : []),
+    'WORKER           ROLE      KEYS       EPOCH  ADDRESS',
+    ...s.workers.map(
+      (w) =>
+        `${w.name.padEnd(16)} ${w.role.padEnd(9)} ${(w.reachable ? String(w.keys) : 'down').padEnd(10)} ${String(w.reachable ? w.epoch : '-').padEnd(6)} ${w.address}${w.error ? `  (${w.error})` : ''}`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+async function waitStable(timeoutMs: number): Promise<ClusterStatus> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const s = (await call('Status', {}, 'admin')) as unknown as ClusterStatus;
+    if (s.phase === 'stable') return s;
+    if (Date.now() > until) throw Object.assign(new Error(`migration still running after ${timeoutMs} ms: ${s.keys_remaining} keys remaining`), { code: 4, details: 'timeout' });
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+const cluster = program.command('cluster').description('cluster membership: status, add and remove workers (online: keys move while serving)');
+
+cluster
+  .command('status')
+  .description('members, epoch, migration phase and progress, and each worker\'s keys')
+  .action(async () => printStatus((await call('Status', {}, 'admin')) as unknown as ClusterStatus));
+
+cluster
+  .command('add')
+  .description('add workers (name=host:port ...); their keys move to them online')
+  .argument('<members...>')
+  .option('--wait', 'wait until the keys have moved')
+  .option('--wait-timeout <ms>', 'how long --wait waits', '3600000')
+  .action(async (members: string[], o: { wait?: boolean; waitTimeout: string }) => {
+    const list = members.map((m) => {
+      const eq = m.indexOf('=');
+      return eq < 0 ? { name: m, address: '' } : { name: m.slice(0, eq), address: m.slice(eq + 1) };
+    });
+    printStatus((await call('AddMembers', { members: list }, 'admin')) as unknown as ClusterStatus);
+    if (o.wait) printStatus(await waitStable(Number(o.waitTimeout)));
+  });
+
+cluster
+  .command('remove')
+  .description('drain workers (by name) onto the others; stop them only once status shows them gone')
+  .argument('<names...>')
+  .option('--wait', 'wait until they are drained')
+  .option('--wait-timeout <ms>', 'how long --wait waits', '3600000')
+  .action(async (names: string[], o: { wait?: boolean; waitTimeout: string }) => {
+    printStatus((await call('RemoveMembers', { members: names.map((name) => ({ name, address: '' })) }, 'admin')) as unknown as ClusterStatus);
+    if (o.wait) printStatus(await waitStable(Number(o.waitTimeout)));
   });
 
 program.parseAsync().catch((err: unknown) => {

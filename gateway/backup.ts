@@ -3,11 +3,10 @@
 // gateway; workers also refuse a second concurrent snapshot, which covers several gateways.
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../shared/logger.js';
-import type { SnapshotReply } from '../shared/proto.js';
 import type { Cluster } from './cluster.js';
 import { describeFailures, fanout } from './fanout.js';
+import { snapshot } from './worker-rpc.js';
 
 export interface BackupOutcome {
   success: boolean;
@@ -60,7 +59,10 @@ export class BackupCoordinator {
   private async runLocked(id: string, dir: string): Promise<BackupOutcome> {
     const started = Date.now();
     this.log.info({ backupId: id, dir }, 'backup started');
-    const { ok, failed } = await fanout(this.cluster.all(), (link) => this.snapshot(link.client, id));
+    if (this.cluster.state.previous) {
+      return { success: false, id, dir, message: `backup ${id} not taken: workers are being added or removed (epoch ${this.cluster.epoch}); back up after the migration completes (kvctl cluster status)` };
+    }
+    const { ok, failed } = await fanout(this.cluster.all(), (link) => snapshot(link.client, link.name, id, this.timeoutMs));
     if (failed.length > 0) {
       const message = `backup ${id} failed: ${failed.length} of ${this.cluster.members.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
       this.log.error({ backupId: id, failed }, 'backup failed');
@@ -90,13 +92,5 @@ export class BackupCoordinator {
       dir,
       message: `backup ${id} complete: ${workers.length} workers, ${manifest.total_keys} keys, ${manifest.total_bytes} bytes in ${dir}`,
     };
-  }
-
-  private snapshot(client: grpc.Client, id: string): Promise<SnapshotReply> {
-    return new Promise((resolve, reject) => {
-      (client as unknown as {
-        Snapshot(req: { backup_id: string }, opts: grpc.CallOptions, cb: grpc.requestCallback<SnapshotReply>): void;
-      }).Snapshot({ backup_id: id }, { deadline: Date.now() + this.timeoutMs }, (err, reply) => (err ? reject(err) : resolve(reply!)));
-    });
   }
 }

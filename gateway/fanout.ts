@@ -38,23 +38,6 @@ export function describeFailures(failed: WorkerFailure[]): string {
   return failed.map((f) => `${f.worker} (${f.reason})`).join('; ');
 }
 
-/** Streams every key of one worker, in ascending order. */
-export function scanWorker(link: WorkerLink, timeoutMs: number): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const keys: string[] = [];
-    const call = (link.client as unknown as {
-      ScanKeys(req: { after: string; limit: number }, opts: grpc.CallOptions): grpc.ClientReadableStream<{ keys: string[] }>;
-    }).ScanKeys({ after: '', limit: 0 }, { deadline: Date.now() + timeoutMs });
-    call.on('data', (chunk: { keys: string[] }) => {
-      for (const k of chunk.keys) keys.push(k);
-    });
-    call.on('error', (err: grpc.ServiceError) =>
-      reject(new KvError(err.code === grpc.status.DEADLINE_EXCEEDED ? err.code : grpc.status.UNAVAILABLE, `worker ${link.name}: ${statusName(err.code)}: ${err.details}`)),
-    );
-    call.on('end', () => resolve(keys));
-  });
-}
-
 /** k-way merge of ascending lists into one ascending list with each key once. */
 export function mergeSorted(lists: string[][]): string[] {
   const out: string[] = [];

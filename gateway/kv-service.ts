@@ -6,7 +6,6 @@ import { OpType, type OpResult } from '../shared/proto.js';
 import { checkKey, checkValue } from '../shared/validation.js';
 import type { BackupCoordinator } from './backup.js';
 import type { Cluster } from './cluster.js';
-import { describeFailures, fanout, mergeSorted, scanWorker } from './fanout.js';
 import type { GatewayMetrics, PublicMethod } from './metrics.js';
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
@@ -25,7 +24,7 @@ function workerFailure(r: OpResult, worker: string): KvError {
 
 export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementation {
   const { cluster, metrics, log } = deps;
-  const routed = new Map(cluster.all().map((l) => [l.name, metrics.routed.labels(l.name)]));
+  const routed = new Map<string, { inc(): void }>();
 
   // Times the call, counts it by status code, and turns any failure into the right status.
   function handle<Req, Res>(method: PublicMethod, body: (req: Req) => Promise<Res> | Res): Unary<Req, Res> {
@@ -56,45 +55,42 @@ export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementatio
     };
   }
 
-  function route(type: (typeof OpType)[keyof typeof OpType], key: string, value: string): Promise<OpResult> {
-    const link = cluster.ownerOf(key);
-    routed.get(link.name)?.inc();
-    return link.call(type, key, value);
+  async function route(type: (typeof OpType)[keyof typeof OpType], key: string, value: string): Promise<OpResult> {
+    const { r, worker } = await cluster.execute(type, key, value);
+    let c = routed.get(worker);
+    if (!c) {
+      c = metrics.routed.labels(worker);
+      routed.set(worker, c);
+    }
+    c.inc();
+    if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND) throw workerFailure(r, worker);
+    return r;
   }
 
   return {
     Put: handle<{ key: string; value: string }, { old_value: string }>('Put', (req) => {
       const key = checkKey(req.key);
       const value = checkValue(req.value);
-      return route(OpType.PUT, key, value).then((r) => {
-        if (r.code !== grpc.status.OK) throw workerFailure(r, cluster.ring.owner(key));
-        return { old_value: r.found ? r.value : '' };
-      });
+      return route(OpType.PUT, key, value).then((r) => ({ old_value: r.found ? r.value : '' }));
     }),
     Get: handle<{ key: string }, { value: string }>('Get', (req) => {
       const key = checkKey(req.key);
       return route(OpType.GET, key, '').then((r) => {
         if (r.code === grpc.status.NOT_FOUND) throw notFound(key);
-        if (r.code !== grpc.status.OK) throw workerFailure(r, cluster.ring.owner(key));
         return { value: r.value };
       });
     }),
     Delete: handle<{ key: string }, object>('Delete', (req) => {
       const key = checkKey(req.key);
-      return route(OpType.DELETE, key, '').then((r) => {
-        if (r.code !== grpc.status.OK) throw workerFailure(r, cluster.ring.owner(key));
-        return {};
-      });
+      return route(OpType.DELETE, key, '').then(() => ({}));
     }),
     ListKeys: handle<object, { keys: string[] }>('ListKeys', async () => {
       const end = metrics.fanout.labels('ListKeys').startTimer();
-      const { ok, failed } = await fanout(cluster.all(), (link) => scanWorker(link, deps.fanoutTimeoutMs));
-      end();
-      if (failed.length > 0) {
-        const code = failed.every((f) => f.code === grpc.status.DEADLINE_EXCEEDED) ? grpc.status.DEADLINE_EXCEEDED : grpc.status.UNAVAILABLE;
-        throw new KvError(code, `ListKeys needs every worker; ${failed.length} of ${cluster.all().length} could not answer: ${describeFailures(failed)}`);
+      try {
+        return { keys: await cluster.listKeys(deps.fanoutTimeoutMs) };
+      } finally {
+        end();
       }
-      return { keys: mergeSorted([...ok.values()]) };
     }),
     Backup: handle<object, { success: boolean; message: string }>('Backup', async () => {
       const end = metrics.fanout.labels('Backup').startTimer();

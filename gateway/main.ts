@@ -8,13 +8,15 @@ import { publicServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
-import { publicApi } from '../shared/proto.js';
+import { adminApi, publicApi } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
 import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
+import { adminService } from './admin-service.js';
 import { kvService } from './kv-service.js';
 import { parseMembers } from './members.js';
 import { createGatewayMetrics } from './metrics.js';
+import { Mover } from './mover.js';
 
 const PUBLIC_SERVICE = 'kvstore.KeyValueStore';
 
@@ -35,6 +37,7 @@ const program = new Command('kv-gateway')
   .addOption(intOption('--backup-timeout-ms <ms>', 'deadline for each worker\'s snapshot', 'KV_BACKUP_TIMEOUT_MS', 600_000))
   .addOption(new Option('--data-dir <dir>', 'data folder (the gateway only writes backup manifests under it)').env(ENV.dataDir).default(DEFAULTS.dataDir))
   .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
+  .addOption(intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', 'KV_MIGRATION_RATE', 5000))
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
   .addOption(logLevelOption())
   .showHelpAfterError();
@@ -53,6 +56,7 @@ const opts = program.opts<{
   dataDir: string;
   backupDir?: string;
   shutdownGraceMs: number;
+  migrationRate: number;
   logLevel: string;
 }>();
 
@@ -62,22 +66,38 @@ async function main(): Promise<void> {
   const members = parseMembers(opts.members, opts.workerAddressTemplate);
   const registry = createRegistry({});
   const metrics = createGatewayMetrics(registry);
-  const cluster = new Cluster(members, { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight }, metrics);
+  const cluster = new Cluster(
+    members,
+    { link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight }, controlTimeoutMs: Math.min(opts.requestTimeoutMs, 5000) },
+    log,
+    metrics,
+  );
+  const mover = new Mover(cluster, { rate: Math.max(1, opts.migrationRate), chunk: 500, scanTimeoutMs: opts.fanoutTimeoutMs }, log, registry);
   const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
   const backups = new BackupCoordinator(cluster, backupDir, opts.backupTimeoutMs, log);
 
+  let stopping = false;
   const server = new grpc.Server(publicServerOptions);
   const api = publicApi();
   server.addService(api.KeyValueStore.service, kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
+  server.addService(adminApi().Admin.service, adminService({ cluster, mover, log, statusTimeoutMs: 3000 }));
   const health = addHealth(server, [PUBLIC_SERVICE]);
   new ReflectionService(api.definition).addToServer(server);
   const port = await bindServer(server, opts.host, opts.port);
-  let ready = true;
+  // Serving (health, readiness) only once the membership is known; requests before that get UNAVAILABLE.
+  setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');
+  let ready = false;
+  void cluster.bootstrap().then(() => {
+    if (stopping) return;
+    ready = true;
+    setAllHealth(health, [PUBLIC_SERVICE], 'SERVING');
+    log.info({ epoch: cluster.epoch, members: cluster.members.map((m) => m.name) }, 'gateway serving');
+    // The supervisor (and tests) treat this as "ready for traffic".
+    process.send?.({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
+  });
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
   log.info({ port, metricsPort: http.port, members, backupDir }, 'gateway listening');
-  process.send?.({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
 
-  let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
@@ -85,6 +105,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'gateway draining');
     setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');
     const how = await drainServer(server, opts.shutdownGraceMs);
+    await mover.stop();
     await cluster.close(1000);
     await http.close();
     log.info({ how }, 'gateway stopped');

@@ -42,7 +42,46 @@ export interface WorkerProto {
   Worker: ServiceCtor;
 }
 
+export interface AdminProto {
+  definition: protoLoader.PackageDefinition;
+  Admin: ServiceCtor;
+}
+
 let publicProto: PublicProto | undefined;
+let adminProto: AdminProto | undefined;
+
+export function adminApi(): AdminProto {
+  if (!adminProto) {
+    const definition = loadPackageDefinition('admin.proto');
+    const pkg = grpc.loadPackageDefinition(definition) as unknown as { kvstore: { admin: { Admin: ServiceCtor } } };
+    adminProto = { definition, Admin: pkg.kvstore.admin.Admin };
+  }
+  return adminProto;
+}
+
+export interface AdminMember {
+  name: string;
+  address: string;
+}
+export interface AdminWorkerStatus {
+  name: string;
+  address: string;
+  role: string;
+  reachable: boolean;
+  keys: number;
+  epoch: number;
+  error: string;
+}
+export interface ClusterStatus {
+  epoch: number;
+  phase: string;
+  members: AdminMember[];
+  previous: AdminMember[];
+  keys_moved: number;
+  keys_remaining: number;
+  workers: AdminWorkerStatus[];
+  message: string;
+}
 let workerProto: WorkerProto | undefined;
 
 export function publicApi(): PublicProto {
@@ -65,7 +104,7 @@ export function workerApi(): WorkerProto {
   return workerProto;
 }
 
-export const OpType = { GET: 0, PUT: 1, DELETE: 2 } as const;
+export const OpType = { GET: 0, PUT: 1, DELETE: 2, COPY: 3, DROP: 4 } as const;
 export type OpTypeValue = (typeof OpType)[keyof typeof OpType];
 
 export interface Op {
@@ -84,9 +123,29 @@ export interface OpResult {
   found: boolean;
   value: string;
   message: string;
+  tombstone: boolean;
 }
 export interface ResultBatch {
   results: OpResult[];
+  epoch: number;
+}
+export interface ScanRequest {
+  after: string;
+  limit: number;
+  epoch: number;
+  moving_only: boolean;
+  with_values: boolean;
+  with_tombstones: boolean;
+}
+export interface KeyChunk {
+  keys: string[];
+  values: string[];
+  tombstones: string[];
+}
+export interface MembershipReply {
+  applied: boolean;
+  state_json: string;
+  epoch: number;
 }
 export interface SnapshotReply {
   worker: string;
@@ -102,4 +161,6 @@ export interface StatusReply {
   db_bytes: number;
   wal_bytes: number;
   epoch: number;
+  member: boolean;
+  tombstones: number;
 }

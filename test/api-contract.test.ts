@@ -1,6 +1,6 @@
 // Every rule of the public contract, through a real gateway and three real workers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { codeOf, errorOf, grpc, kvClient, type KvClient } from './helpers/client.js';
 import { TestCluster } from './helpers/processes.js';
 

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { kvClient, type KvClient } from './helpers/client.js';
 import { TestCluster } from './helpers/processes.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseMembers } from '../gateway/members.js';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 
 const names = (n: number): string[] => Array.from({ length: n }, (_, i) => `worker-${i}`);
 const keys = (n: number): string[] => Array.from({ length: n }, (_, i) => `key:${i}:${(i * 2654435761) % 1000003}`);

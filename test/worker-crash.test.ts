@@ -1,7 +1,7 @@
 // kill -9 of one worker under the embedded supervisor: only its keys fail, with UNAVAILABLE naming it;
 // once the supervisor has restarted it, every acknowledged write is there.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { errorOf, grpc, kvClient, type KvClient } from './helpers/client.js';
 import { startEmbedded, waitFor, type EmbeddedStore } from './helpers/processes.js';
 

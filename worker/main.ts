@@ -13,6 +13,7 @@ import { createRegistry } from '../shared/metrics.js';
 import { workerApi } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
 import { createWorkerMetrics } from './metrics.js';
+import { WorkerMembership } from './membership.js';
 import { WorkerService } from './service.js';
 import { Snapshotter } from './snapshot.js';
 import { Store, type SyncMode } from './store.js';
@@ -64,7 +65,8 @@ async function main(): Promise<void> {
   const metrics = createWorkerMetrics(registry, store);
   store.onSqliteError = (err) => metrics.sqliteErrors.inc({ sqlite_code: (err as { code?: string }).code ?? 'unknown' });
 
-  const service = new WorkerService(opts.name, store, snapshots, metrics, log);
+  const membership = new WorkerMembership(store, opts.name);
+  const service = new WorkerService(opts.name, store, snapshots, metrics, log, membership);
   const server = new grpc.Server(workerServerOptions);
   server.addService(workerApi().Worker.service, service.implementation());
   const health = addHealth(server, [WORKER_SERVICE]);

@@ -3,12 +3,13 @@ import * as grpc from '@grpc/grpc-js';
 import type { Counter } from 'prom-client';
 import { toServiceError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import type { OpBatch, ResultBatch, SnapshotReply, StatusReply } from '../shared/proto.js';
+import type { KeyChunk, MembershipReply, OpBatch, ResultBatch, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';
+import type { WorkerMembership } from './membership.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Snapshotter } from './snapshot.js';
 import type { Store } from './store.js';
 
-const OP_NAMES = ['get', 'put', 'delete'];
+const OP_NAMES = ['get', 'put', 'delete', 'copy', 'drop'];
 const SCAN_CHUNK = 5000;
 
 type ExchangeCall = grpc.ServerDuplexStream<OpBatch, ResultBatch>;
@@ -25,6 +26,7 @@ export class WorkerService {
     private readonly snapshots: Snapshotter,
     private readonly metrics: WorkerMetrics,
     private readonly log: Logger,
+    private readonly membership: WorkerMembership,
   ) {
     this.batchTimer = metrics.opDuration.labels('batch');
   }
@@ -32,12 +34,37 @@ export class WorkerService {
   implementation(): grpc.UntypedServiceImplementation {
     return {
       Exchange: (call: ExchangeCall) => this.exchange(call),
-      ScanKeys: (call: grpc.ServerWritableStream<{ after: string; limit: number }, { keys: string[] }>) => void this.scanKeys(call),
+      ScanKeys: (call: grpc.ServerWritableStream<ScanRequest, KeyChunk>) => void this.scanKeys(call),
       Snapshot: (call: grpc.ServerUnaryCall<{ backup_id: string }, SnapshotReply>, cb: grpc.sendUnaryData<SnapshotReply>) =>
         void this.snapshot(call.request.backup_id, cb),
       Status: (_call: grpc.ServerUnaryCall<object, StatusReply>, cb: grpc.sendUnaryData<StatusReply>) => {
         const sizes = this.store.sizes();
-        cb(null, { worker: this.name, keys: this.store.keys, db_bytes: sizes.db, wal_bytes: sizes.wal, epoch: 0 });
+        cb(null, {
+          worker: this.name,
+          keys: this.store.keys,
+          db_bytes: sizes.db,
+          wal_bytes: sizes.wal,
+          epoch: this.membership.epoch,
+          member: this.membership.isMember,
+          tombstones: this.store.tombstoneCount(),
+        });
+      },
+      GetMembership: (_call: grpc.ServerUnaryCall<object, MembershipReply>, cb: grpc.sendUnaryData<MembershipReply>) =>
+        cb(null, this.membership.reply(true)),
+      SetMembership: (
+        call: grpc.ServerUnaryCall<{ expected_epoch: number; state_json: string; propagate: boolean }, MembershipReply>,
+        cb: grpc.sendUnaryData<MembershipReply>,
+      ) => {
+        try {
+          const before = this.membership.epoch;
+          const r = call.request;
+          const reply = this.membership.set(r.expected_epoch, r.state_json, r.propagate);
+          if (reply.applied && reply.epoch !== before) this.log.info({ from: before, to: reply.epoch, state: reply.state_json }, 'membership changed');
+          cb(null, reply);
+        } catch (err) {
+          this.log.error({ err }, 'membership update refused');
+          cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
+        }
       },
     };
   }
@@ -59,11 +86,18 @@ export class WorkerService {
     }
     this.exchanges.add(call);
     call.on('data', (batch: OpBatch) => {
+      const membership = this.membership;
+      const refused = membership.checkEpoch(batch.epoch);
+      if (refused) {
+        const code = grpc.status.FAILED_PRECONDITION;
+        call.write({ epoch: membership.epoch, results: batch.ops.map((op) => ({ id: op.id, code, found: false, value: '', message: refused, tombstone: false })) });
+        return;
+      }
       const end = this.batchTimer.startTimer();
-      const results = this.store.applyBatch(batch.ops);
+      const results = this.store.applyBatch(batch.ops, membership.check);
       end();
       for (let i = 0; i < batch.ops.length; i++) this.countOp(batch.ops[i].type, results[i].code);
-      call.write({ results });
+      call.write({ epoch: membership.epoch, results });
     });
     const done = (): void => {
       this.exchanges.delete(call);
@@ -76,20 +110,50 @@ export class WorkerService {
     call.on('cancelled', done);
   }
 
-  private async scanKeys(call: grpc.ServerWritableStream<{ after: string; limit: number }, { keys: string[] }>): Promise<void> {
+  private async scanKeys(call: grpc.ServerWritableStream<ScanRequest, KeyChunk>): Promise<void> {
     // Keyset pagination in chunks on the main thread: each chunk is a few ms, and yielding between
     // chunks keeps point operations flowing during a large listing.
-    let after = call.request.after ?? '';
-    let remaining = call.request.limit > 0 ? call.request.limit : Number.POSITIVE_INFINITY;
+    const req = call.request;
+    const refused = this.membership.checkEpoch(req.epoch ?? 0);
+    if (refused) {
+      call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: refused });
+      return;
+    }
+    let after = req.after ?? '';
+    let remaining = req.limit > 0 ? req.limit : Number.POSITIVE_INFINITY;
     try {
       while (remaining > 0 && !call.cancelled) {
-        const keys = this.store.scan(after, Math.min(SCAN_CHUNK, remaining));
-        if (keys.length === 0) break;
-        remaining -= keys.length;
-        after = keys[keys.length - 1];
-        if (!call.write({ keys })) await new Promise((resolve) => call.once('drain', resolve));
+        const want = Math.min(SCAN_CHUNK, remaining);
+        let keys: string[];
+        let values: string[] = [];
+        let last: string | undefined;
+        if (req.with_values || req.moving_only) {
+          const rows = this.store.scanEntries(after, want);
+          last = rows.at(-1)?.key;
+          const kept = req.moving_only ? rows.filter((r) => this.membership.isLeaving(r.key)) : rows;
+          keys = kept.map((r) => r.key);
+          if (req.with_values) values = kept.map((r) => r.value);
+          if (rows.length < want) remaining = 0;
+        } else {
+          keys = this.store.scan(after, want);
+          last = keys.at(-1);
+          if (keys.length < want) remaining = 0;
+        }
+        if (last === undefined) break;
+        remaining -= want;
+        after = last;
+        if (keys.length > 0 && !call.write({ keys, values, tombstones: [] })) await new Promise((resolve) => call.once('drain', resolve));
         else await new Promise((resolve) => setImmediate(resolve));
-        if (keys.length < SCAN_CHUNK) break;
+      }
+      if (req.with_tombstones) {
+        let t = '';
+        for (;;) {
+          const tombstones = this.store.scanTombstones(t, SCAN_CHUNK);
+          if (tombstones.length === 0) break;
+          t = tombstones[tombstones.length - 1];
+          call.write({ keys: [], values: [], tombstones });
+          if (tombstones.length < SCAN_CHUNK) break;
+        }
       }
       call.end();
     } catch (err) {

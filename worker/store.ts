@@ -42,6 +42,10 @@ export class StoreError extends Error {
   }
 }
 
+function result(id: number, code: number, found: boolean, value: string, message = ''): OpResult {
+  return { id, code, found, value, message, tombstone: false };
+}
+
 /** Maps an SQLite failure to the gRPC status a client should see. */
 export function sqliteErrorCode(err: unknown): number {
   const code = (err as { code?: string }).code ?? '';
@@ -50,6 +54,22 @@ export function sqliteErrorCode(err: unknown): number {
   return status.INTERNAL;
 }
 
+/** How the membership says an op on a key may be applied (see worker/membership.ts). */
+export const Placed = {
+  /** This worker owns the key and it is not moving. */
+  Owned: 0,
+  /** A migration moves the key onto or off this worker: tombstones apply. */
+  Moving: 1,
+} as const;
+export type Placed = (typeof Placed)[keyof typeof Placed];
+
+export interface OpCheck {
+  /** Placed, or a refusal message (the op fails with FAILED_PRECONDITION). */
+  (op: Op): Placed | string;
+}
+
+const ALWAYS_OWNED: OpCheck = () => Placed.Owned;
+
 export class Store {
   readonly db: Database.Database;
   private keyCount: number;
@@ -57,7 +77,14 @@ export class Store {
   private readonly putStmt: Database.Statement<[string, string]>;
   private readonly delStmt: Database.Statement<[string]>;
   private readonly scanStmt: Database.Statement<[string, number], string>;
-  private readonly applyAll: (ops: Op[]) => OpResult[];
+  private readonly scanEntriesStmt: Database.Statement<[string, number], { key: string; value: string }>;
+  private readonly tombGetStmt: Database.Statement<[string], number>;
+  private readonly tombPutStmt: Database.Statement<[string]>;
+  private readonly tombDelStmt: Database.Statement<[string]>;
+  private readonly tombScanStmt: Database.Statement<[string, number], string>;
+  private readonly metaGetStmt: Database.Statement<[string], string>;
+  private readonly metaPutStmt: Database.Statement<[string, string]>;
+  private readonly applyAll: (ops: Op[], check: OpCheck) => OpResult[];
   onSqliteError: (err: unknown) => void = () => {};
 
   constructor(
@@ -76,6 +103,9 @@ export class Store {
       // TEXT with the default BINARY collation compares with memcmp: ORDER BY key is byte order, and
       // embedded NUL bytes are kept (better-sqlite3 binds strings with their length).
       this.db.exec('CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID');
+      // Keys deleted on their new owner while a migration runs; cleared when it completes.
+      this.db.exec('CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID');
+      this.db.exec('CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID');
     } catch (err) {
       this.db.close();
       throw new Error(`cannot open database ${file}: ${(err as Error).message}`, { cause: err });
@@ -86,61 +116,92 @@ export class Store {
     );
     this.delStmt = this.db.prepare<[string]>('DELETE FROM kv WHERE key = ?');
     this.scanStmt = this.db.prepare<[string, number], string>('SELECT key FROM kv WHERE key > ? ORDER BY key LIMIT ?').pluck();
+    this.scanEntriesStmt = this.db.prepare<[string, number], { key: string; value: string }>('SELECT key, value FROM kv WHERE key > ? ORDER BY key LIMIT ?');
+    this.tombGetStmt = this.db.prepare<[string], number>('SELECT 1 FROM tombstones WHERE key = ?').pluck();
+    this.tombPutStmt = this.db.prepare<[string]>('INSERT OR IGNORE INTO tombstones (key) VALUES (?)');
+    this.tombDelStmt = this.db.prepare<[string]>('DELETE FROM tombstones WHERE key = ?');
+    this.tombScanStmt = this.db.prepare<[string, number], string>('SELECT key FROM tombstones WHERE key > ? ORDER BY key LIMIT ?').pluck();
+    this.metaGetStmt = this.db.prepare<[string], string>('SELECT value FROM meta WHERE name = ?').pluck();
+    this.metaPutStmt = this.db.prepare<[string, string]>(
+      'INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value',
+    );
     this.keyCount = (this.db.prepare('SELECT count(*) FROM kv').pluck().get() as number) ?? 0;
-    this.applyAll = this.db.transaction((ops: Op[]) => ops.map((op) => this.applyOne(op)));
+    this.applyAll = this.db.transaction((ops: Op[], check: OpCheck) => ops.map((op) => this.applyOne(op, check)));
   }
 
   get keys(): number {
     return this.keyCount;
   }
 
-  private applyOne(op: Op): OpResult {
+  private applyOne(op: Op, check: OpCheck): OpResult {
+    const placed = check(op);
+    if (typeof placed === 'string') return result(op.id, status.FAILED_PRECONDITION, false, '', placed);
+    const moving = placed === Placed.Moving;
     const old = this.getStmt.get(op.key);
-    if (op.type === OpType.GET) {
-      return old === undefined
-        ? { id: op.id, code: status.NOT_FOUND, found: false, value: '', message: '' }
-        : { id: op.id, code: status.OK, found: true, value: old, message: '' };
-    }
-    if (op.type === OpType.PUT) {
-      this.putStmt.run(op.key, op.value);
-      if (old === undefined) this.keyCount++;
-    } else if (op.type === OpType.DELETE) {
-      if (old !== undefined) {
-        this.delStmt.run(op.key);
-        this.keyCount--;
+    switch (op.type) {
+      case OpType.GET: {
+        if (old !== undefined) return result(op.id, status.OK, true, old);
+        const tomb = moving && this.tombGetStmt.get(op.key) !== undefined;
+        return { ...result(op.id, status.NOT_FOUND, false, ''), tombstone: tomb };
       }
-    } else {
-      return { id: op.id, code: status.INVALID_ARGUMENT, found: false, value: '', message: `unknown op type ${String(op.type)}` };
+      case OpType.PUT: {
+        this.putStmt.run(op.key, op.value);
+        if (old === undefined) this.keyCount++;
+        const tomb = moving && this.tombDelStmt.run(op.key).changes > 0;
+        return { ...result(op.id, status.OK, old !== undefined, old ?? ''), tombstone: tomb };
+      }
+      case OpType.DELETE:
+        if (old !== undefined) {
+          this.delStmt.run(op.key);
+          this.keyCount--;
+        }
+        // The old owner may still hold a copy: the tombstone keeps the mover from bringing it back.
+        if (moving) this.tombPutStmt.run(op.key);
+        return result(op.id, status.OK, old !== undefined, old ?? '');
+      case OpType.COPY:
+        if (old === undefined && this.tombGetStmt.get(op.key) === undefined) {
+          this.putStmt.run(op.key, op.value);
+          this.keyCount++;
+          return result(op.id, status.OK, false, '');
+        }
+        return result(op.id, status.OK, true, '');
+      case OpType.DROP:
+        if (old !== undefined) {
+          this.delStmt.run(op.key);
+          this.keyCount--;
+        }
+        return result(op.id, status.OK, old !== undefined, '');
+      default:
+        return result(op.id, status.INVALID_ARGUMENT, false, '', `unknown op type ${String(op.type)}`);
     }
-    return { id: op.id, code: status.OK, found: old !== undefined, value: old ?? '', message: '' };
   }
 
   /**
    * Applies a batch in one transaction. If the transaction fails (disk full, I/O error), it was rolled
    * back whole; each op is then retried alone so one bad write cannot fail its neighbours.
    */
-  applyBatch(ops: Op[]): OpResult[] {
-    if (ops.length === 1 && ops[0].type === OpType.GET) return [this.applySafely(ops[0])];
+  applyBatch(ops: Op[], check: OpCheck = ALWAYS_OWNED): OpResult[] {
+    if (ops.length === 1 && ops[0].type === OpType.GET) return [this.applySafely(ops[0], check)];
     const before = this.keyCount;
     try {
-      return this.applyAll(ops);
+      return this.applyAll(ops, check);
     } catch (err) {
       this.keyCount = before;
       this.onSqliteError(err);
-      return ops.map((op) => this.applySafely(op));
+      return ops.map((op) => this.applySafely(op, check));
     }
   }
 
-  private applySafely(op: Op): OpResult {
+  private applySafely(op: Op, check: OpCheck): OpResult {
     const before = this.keyCount;
     try {
-      return op.type === OpType.GET ? this.applyOne(op) : this.db.transaction(() => this.applyOne(op))();
+      return op.type === OpType.GET ? this.applyOne(op, check) : this.db.transaction(() => this.applyOne(op, check))();
     } catch (err) {
       this.keyCount = before;
       this.onSqliteError(err);
       const code = sqliteErrorCode(err);
       const why = code === status.RESOURCE_EXHAUSTED ? 'storage is full' : 'storage error';
-      return { id: op.id, code, found: false, value: '', message: `${why}: ${(err as Error).message}` };
+      return result(op.id, code, false, '', `${why}: ${(err as Error).message}`);
     }
   }
 
@@ -151,6 +212,34 @@ export class Store {
   /** Up to `limit` keys strictly after `after`, ascending byte order. */
   scan(after: string, limit: number): string[] {
     return this.scanStmt.all(after, limit);
+  }
+
+  scanEntries(after: string, limit: number): { key: string; value: string }[] {
+    return this.scanEntriesStmt.all(after, limit);
+  }
+
+  scanTombstones(after: string, limit: number): string[] {
+    return this.tombScanStmt.all(after, limit);
+  }
+
+  tombstoneCount(): number {
+    return this.db.prepare('SELECT count(*) FROM tombstones').pluck().get() as number;
+  }
+
+  getMeta(name: string): string | undefined {
+    return this.metaGetStmt.get(name);
+  }
+
+  /** Stores a meta value, running `alsoInTx` in the same transaction. */
+  setMeta(name: string, value: string, alsoInTx?: () => void): void {
+    this.db.transaction(() => {
+      this.metaPutStmt.run(name, value);
+      alsoInTx?.();
+    })();
+  }
+
+  clearTombstones(): void {
+    this.db.prepare('DELETE FROM tombstones').run();
   }
 
   sizes(): { db: number; wal: number } {

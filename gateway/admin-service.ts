@@ -1,0 +1,86 @@
+// The Admin service: membership changes and cluster status for operators (kvctl cluster ...).
+import * as grpc from '@grpc/grpc-js';
+import { invalidArgument, toServiceError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { participants, type MemberSpec } from '../shared/membership.js';
+import type { AdminWorkerStatus, ClusterStatus } from '../shared/proto.js';
+import type { Cluster } from './cluster.js';
+import { parseMembers } from './members.js';
+import type { Mover } from './mover.js';
+import { workerStatus } from './worker-rpc.js';
+
+export interface AdminDeps {
+  cluster: Cluster;
+  mover: Mover;
+  log: Logger;
+  /** Checks authorisation of an admin call; throws a KvError to refuse it. */
+  authorize?: (metadata: grpc.Metadata) => void;
+  statusTimeoutMs: number;
+}
+
+type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
+
+export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation {
+  const { cluster, mover, log } = deps;
+
+  function handle<Req>(name: string, body: (req: Req) => Promise<ClusterStatus>): Unary<Req, ClusterStatus> {
+    return (call, cb) => {
+      Promise.resolve()
+        .then(() => deps.authorize?.(call.metadata))
+        .then(() => body(call.request))
+        .then(
+          (res) => cb(null, res),
+          (err: unknown) => {
+            log.warn({ rpc: name, err: (err as Error).message }, 'admin call failed');
+            cb(toServiceError(err, log));
+          },
+        );
+    };
+  }
+
+  async function status(message = ''): Promise<ClusterStatus> {
+    const state = cluster.state;
+    const progress = mover.status();
+    const current = new Set(state.members.map((m) => m.name));
+    const before = new Set((state.previous ?? state.members).map((m) => m.name));
+    const workers = await Promise.all(
+      participants(state).map(async (m): Promise<AdminWorkerStatus> => {
+        const role = !state.previous ? 'member' : current.has(m.name) && !before.has(m.name) ? 'joining' : !current.has(m.name) ? 'leaving' : 'member';
+        try {
+          const s = await workerStatus(cluster.link(m.name).client, m.name, deps.statusTimeoutMs);
+          return { name: m.name, address: m.address, role, reachable: true, keys: s.keys, epoch: s.epoch, error: '' };
+        } catch (err) {
+          return { name: m.name, address: m.address, role, reachable: false, keys: 0, epoch: 0, error: (err as Error).message };
+        }
+      }),
+    );
+    return {
+      epoch: state.epoch,
+      phase: state.previous ? 'migrating' : 'stable',
+      members: state.members,
+      previous: state.previous ?? [],
+      keys_moved: progress.moved,
+      keys_remaining: state.previous ? progress.remaining : 0,
+      workers,
+      message: message || progress.lastError,
+    };
+  }
+
+  return {
+    AddMembers: handle<{ members: MemberSpec[] }>('AddMembers', async (req) => {
+      if (!req.members?.length) throw invalidArgument('members: name at least one worker to add, as name=host:port');
+      const add = parseMembers(req.members.map((m) => (m.address ? `${m.name}=${m.address}` : m.name)).join(','));
+      const next = await cluster.change(add, []);
+      log.info({ epoch: next.epoch, added: add.map((m) => m.name) }, 'workers added; moving keys');
+      return status(`added ${add.map((m) => m.name).join(', ')}: epoch ${next.epoch}, keys are moving`);
+    }),
+    RemoveMembers: handle<{ members: MemberSpec[] }>('RemoveMembers', async (req) => {
+      if (!req.members?.length) throw invalidArgument('members: name at least one worker to remove');
+      const names = req.members.map((m) => m.name);
+      const next = await cluster.change([], names);
+      log.info({ epoch: next.epoch, removed: names }, 'workers removed; draining them');
+      return status(`removing ${names.join(', ')}: epoch ${next.epoch}, draining; stop them only when status shows them removed`);
+    }),
+    Status: handle<object>('Status', () => status()),
+  };
+}

@@ -1,0 +1,58 @@
+// Typed unary and streaming calls to a worker's control RPCs (everything except the Exchange stream).
+import * as grpc from '@grpc/grpc-js';
+import { KvError, statusName } from '../shared/errors.js';
+import type { KeyChunk, MembershipReply, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';
+
+type UnaryFn<Req, Res> = (req: Req, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => void;
+
+function unary<Req, Res>(client: grpc.Client, worker: string, method: string, req: Req, timeoutMs: number): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const fn = (client as unknown as Record<string, UnaryFn<Req, Res>>)[method].bind(client);
+    fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
+      if (err) reject(new KvError(transportCode(err.code), `worker ${worker}: ${method}: ${statusName(err.code)}: ${err.details}`));
+      else resolve(res!);
+    });
+  });
+}
+
+/** A transport failure of a worker is UNAVAILABLE to clients unless it is a deadline or a refusal. */
+function transportCode(code: number): number {
+  return code === grpc.status.DEADLINE_EXCEEDED || code === grpc.status.FAILED_PRECONDITION || code === grpc.status.ABORTED ||
+    code === grpc.status.INVALID_ARGUMENT || code === grpc.status.RESOURCE_EXHAUSTED
+    ? code
+    : grpc.status.UNAVAILABLE;
+}
+
+export const workerStatus = (c: grpc.Client, worker: string, timeoutMs: number): Promise<StatusReply> =>
+  unary<object, StatusReply>(c, worker, 'Status', {}, timeoutMs);
+
+export const getMembership = (c: grpc.Client, worker: string, timeoutMs: number): Promise<MembershipReply> =>
+  unary<object, MembershipReply>(c, worker, 'GetMembership', {}, timeoutMs);
+
+export const setMembership = (
+  c: grpc.Client,
+  worker: string,
+  req: { expected_epoch: number; state_json: string; propagate: boolean },
+  timeoutMs: number,
+): Promise<MembershipReply> => unary(c, worker, 'SetMembership', req, timeoutMs);
+
+export const snapshot = (c: grpc.Client, worker: string, backupId: string, timeoutMs: number): Promise<SnapshotReply> =>
+  unary<{ backup_id: string }, SnapshotReply>(c, worker, 'Snapshot', { backup_id: backupId }, timeoutMs);
+
+/** Streams a worker's keys (and, if asked, values and tombstones), chunk by chunk. */
+export function scan(
+  c: grpc.Client,
+  worker: string,
+  req: Partial<ScanRequest>,
+  timeoutMs: number,
+  onChunk: (chunk: KeyChunk) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const call = (c as unknown as {
+      ScanKeys(r: Partial<ScanRequest>, o: grpc.CallOptions): grpc.ClientReadableStream<KeyChunk>;
+    }).ScanKeys({ after: '', limit: 0, ...req }, { deadline: Date.now() + timeoutMs });
+    call.on('data', onChunk);
+    call.on('error', (err: grpc.ServiceError) => reject(new KvError(transportCode(err.code), `worker ${worker}: ${statusName(err.code)}: ${err.details}`)));
+    call.on('end', () => resolve());
+  });
+}
