@@ -55,7 +55,8 @@ describe('the rendered manifests run as local pods', () => {
       workerPods.set(name, pod);
     }
     await Promise.all([...workerPods.values()].map((p) => waitReady(p, 20_000)));
-    for (let i = 0; i < gateways.spec.replicas; i++) gatewayPods.push(cluster.start(gateways, `kv-gateway-${i}`, newIp()));
+    const replicas = find(objects, 'HorizontalPodAutoscaler', 'kv-gateway').spec.minReplicas as number;
+    for (let i = 0; i < replicas; i++) gatewayPods.push(cluster.start(gateways, `kv-gateway-${i}`, newIp()));
     await Promise.all(gatewayPods.map((p) => waitReady(p, 20_000)));
     const Ctor = publicApi().KeyValueStore;
     for (const g of gatewayPods) {
