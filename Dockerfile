@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for both roles; the command picks one:
 #   docker run IMAGE                                   -> gateway (node /app/dist/gateway/main.js)
 #   docker run IMAGE /app/dist/worker/main.js          -> worker
