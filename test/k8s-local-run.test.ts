@@ -1,7 +1,7 @@
 // A local run driven by the rendered manifests: the worker StatefulSet's and gateway Deployment's
 // containers start as local processes with their commands and env as rendered, each "pod" on its own
 // loopback address with the manifests' ports, the workers' DNS names mapped to those addresses
-// (test/support/cluster-dns.mjs). Then one worker pod moves to a new address under the same name and
+// (test/helpers/cluster-dns.mjs). Then one worker pod moves to a new address under the same name and
 // its keys are still served — the ring holds names, not addresses.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { publicApi } from '../shared/proto.js';
 import { ENV } from '../shared/settings.js';
-import { containerEnv, containerPort, find, render, type K8sObject } from './support/k8s.js';
-import { LocalCluster, grpcProbe, waitReady, type Pod } from './support/pods.js';
+import { containerEnv, containerPort, find, render, type K8sObject } from './helpers/k8s.js';
+import { LocalCluster, grpcProbe, waitReady, type Pod } from './helpers/pods.js';
 
 const objects = render();
 const workers = find(objects, 'StatefulSet', 'kv-worker');

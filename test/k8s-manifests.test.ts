@@ -25,7 +25,7 @@ import {
   render,
   type Container,
   type K8sObject,
-} from './support/k8s.js';
+} from './helpers/k8s.js';
 
 // Only the API versions a current cluster serves; anything else (a beta, a removed version) fails.
 const MODELS: Record<string, Record<string, unknown>> = {

@@ -1,6 +1,6 @@
 // Runs the containers of rendered Kubernetes workloads as local processes: each "pod" gets its own
 // loopback address (Linux routes all of 127/8 to lo), the container's command and env as rendered,
-// its volumes as folders under one temp dir, and cluster DNS from test/support/cluster-dns.mjs.
+// its volumes as folders under one temp dir, and cluster DNS from test/helpers/cluster-dns.mjs.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { IMAGE_APP_DIR, REPO, containerEnv, type Container, type K8sObject, type Probe } from './k8s.js';
 
-const DNS_PRELOAD = join(REPO, 'test', 'support', 'cluster-dns.mjs');
+const DNS_PRELOAD = join(REPO, 'test', 'helpers', 'cluster-dns.mjs');
 const HealthClient = grpc.makeGenericClientConstructor(healthService, 'Health');
 
 export interface Pod {
