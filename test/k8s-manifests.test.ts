@@ -119,6 +119,9 @@ describe('manifests and code agree', () => {
 
   it.each(roles)('%s: ports are the documented defaults, and env, probes, annotations and Services use them', (role, c, env, _e, ports) => {
     const workload = role === 'worker' ? worker : gateway;
+    // One pod, one IP: its ports must differ from each other.
+    const all = (c.ports ?? []).map((p) => p.containerPort);
+    expect(new Set(all).size).toBe(all.length);
     expect(containerPort(c, 'grpc')).toBe(ports.grpc);
     expect(containerPort(c, 'metrics')).toBe(ports.metrics);
     expect(env[ENV.port]).toBe(String(ports.grpc));

@@ -73,7 +73,14 @@ const cache = new Map<string, K8sObject[]>();
 export function render(dir = K8S): K8sObject[] {
   let objects = cache.get(dir);
   if (!objects) {
-    const out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 30_000 });
+    let out: string;
+    try {
+      out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: string };
+      if (e.code === 'ENOENT') throw new Error('kubectl not found: these tests render k8s/ with `kubectl kustomize` (kubectl 1.27+)', { cause: err });
+      throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr || e.message}`, { cause: err });
+    }
     objects = parseAllDocuments(out).map((doc) => {
       if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: ${doc.errors[0].message}`);
       return doc.toJS() as K8sObject;
