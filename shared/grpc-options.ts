@@ -33,6 +33,10 @@ export const workerChannelOptions: ChannelOptions = {
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.min_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 1000,
+  // In Kubernetes a worker is a DNS name (kv-worker-1.kv-worker) whose pod comes back with a new IP.
+  // grpc-js re-resolves a name at most every 30 s by default, so a gateway that resolved the name
+  // shortly before the restart kept dialling the dead IP for up to 30 s (test/k8s-local-run.test.ts).
+  'grpc.dns_min_time_between_resolutions_ms': 1000,
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
