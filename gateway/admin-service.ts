@@ -16,6 +16,8 @@ export interface AdminDeps {
   /** Checks authorisation of an admin call; throws a KvError to refuse it. */
   authorize?: (metadata: grpc.Metadata) => void;
   statusTimeoutMs: number;
+  /** Address of a worker given by bare name (Kubernetes: "{name}.kv-worker:50052"). */
+  addressTemplate?: string;
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
@@ -69,7 +71,7 @@ export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation
   return {
     AddMembers: handle<{ members: MemberSpec[] }>('AddMembers', async (req) => {
       if (!req.members?.length) throw invalidArgument('members: name at least one worker to add, as name=host:port');
-      const add = parseMembers(req.members.map((m) => (m.address ? `${m.name}=${m.address}` : m.name)).join(','));
+      const add = parseMembers(req.members.map((m) => (m.address ? `${m.name}=${m.address}` : m.name)).join(','), deps.addressTemplate);
       const next = await cluster.change(add, []);
       log.info({ epoch: next.epoch, added: add.map((m) => m.name) }, 'workers added; moving keys');
       return status(`added ${add.map((m) => m.name).join(', ')}: epoch ${next.epoch}, keys are moving`);

@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   const server = new grpc.Server(publicServerOptions);
   const api = publicApi();
   server.addService(api.KeyValueStore.service, kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
-  server.addService(adminApi().Admin.service, adminService({ cluster, mover, log, statusTimeoutMs: 3000 }));
+  server.addService(adminApi().Admin.service, adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate }));
   const health = addHealth(server, [PUBLIC_SERVICE]);
   new ReflectionService(api.definition).addToServer(server);
   const port = await bindServer(server, opts.host, opts.port);

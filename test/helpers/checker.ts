@@ -139,19 +139,27 @@ export class Checker {
   }
 
   /** Reads every key once more and compares; returns the keys that must exist, for a ListKeys check. */
-  async verifyAll(): Promise<string[]> {
-    const c = this.clients[0];
+  async verifyAll(address: string): Promise<string[]> {
+    const c = kvClient(address, 10_000);
     const present: string[] = [];
     for (const [key, m] of this.model) {
       let got: string | undefined;
-      try {
-        got = await c.get(key);
-      } catch (err) {
-        if ((err as grpc.ServiceError).code !== grpc.status.NOT_FOUND) throw err;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          got = await c.get(key);
+          break;
+        } catch (err) {
+          const code = (err as grpc.ServiceError).code;
+          if (code === grpc.status.NOT_FOUND) break;
+          // A restarted gateway may still be reconnecting; anything else is a real failure.
+          if (code !== grpc.status.UNAVAILABLE || attempt >= 20) throw err;
+          await new Promise((r) => setTimeout(r, 250));
+        }
       }
       this.judge(key, m, got, 'final Get');
       if (m.value !== undefined) present.push(key);
     }
+    c.close();
     return present.sort();
   }
 

@@ -18,7 +18,12 @@ type Method = (req: object, opts: grpc.CallOptions, cb: Cb<Record<string, unknow
 
 export function kvClient(address: string, timeoutMs = 10_000): KvClient {
   const Ctor = publicApi().KeyValueStore;
-  const raw = new Ctor(address, grpc.credentials.createInsecure(), publicClientOptions);
+  // Tests restart servers; reconnect within a second rather than grpc-js's default backoff (up to 120 s).
+  const raw = new Ctor(address, grpc.credentials.createInsecure(), {
+    ...publicClientOptions,
+    'grpc.initial_reconnect_backoff_ms': 200,
+    'grpc.max_reconnect_backoff_ms': 1000,
+  });
   const call = <T>(method: string, req: object): Promise<T> =>
     new Promise((resolve, reject) => {
       const fn = (raw as unknown as Record<string, Method>)[method].bind(raw);
