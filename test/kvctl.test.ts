@@ -1,6 +1,7 @@
 // kvctl against a real store: output and the exit code for each failure class.
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kvClient } from './helpers/client.js';
 import { TestCluster, dist } from './helpers/processes.js';
 
 let cluster: TestCluster;
@@ -65,4 +66,26 @@ describe('kvctl', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('3  key not found');
   });
+});
+
+describe('kvctl cluster', () => {
+  it('adds and removes a worker online, waiting for the keys to move, and shows status', async () => {
+    const kv = kvClient(cluster.address);
+    const keys = Array.from({ length: 300 }, (_, i) => `cluster/${i}`);
+    await Promise.all(keys.map((k) => kv.put(k, `v:${k}`)));
+    const w = await cluster.startWorker('worker-9');
+    const added = kvctl(['--timeout', '60000', 'cluster', 'add', `worker-9=127.0.0.1:${w.listening!.port}`, '--wait', '--wait-timeout', '60000']);
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stdout).toMatch(/epoch \d+, stable/);
+    const status = kvctl(['--json', 'cluster', 'status']);
+    const s = JSON.parse(status.stdout) as { phase: string; members: { name: string }[] };
+    expect(s.phase).toBe('stable');
+    expect(s.members.map((m) => m.name)).toEqual(['worker-0', 'worker-1', 'worker-9']);
+    expect(kvctl(['cluster', 'add', `worker-0=127.0.0.1:1`]).stderr).toMatch(/ALREADY_EXISTS: worker worker-0 is already a member/);
+    const removed = kvctl(['--timeout', '60000', 'cluster', 'remove', 'worker-9', '--wait', '--wait-timeout', '60000']);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(kvctl(['cluster', 'status']).stdout).not.toContain('worker-9');
+    expect(await Promise.all(keys.map((k) => kv.get(k)))).toEqual(keys.map((k) => `v:${k}`));
+    kv.close();
+  }, 120_000);
 });
