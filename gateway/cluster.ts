@@ -187,7 +187,16 @@ export class Cluster {
     const replies = await Promise.allSettled(this.seeds.map((m) => this.withClient(m, (c) => getMembership(c, m.name, t))));
     const known = replies.flatMap((r) => (r.status === 'fulfilled' && r.value.state_json ? [decodeState(r.value.state_json)] : []));
     if (known.length > 0) {
-      this.install(known.reduce((a, b) => (b.epoch > a.epoch ? b : a)));
+      const stored = known.reduce((a, b) => (b.epoch > a.epoch ? b : a));
+      const storedNames = stored.members.map((m) => m.name).join(',');
+      const seedNames = [...this.seeds].map((m) => m.name).sort().join(',');
+      if (storedNames !== seedNames) {
+        this.log.warn(
+          { epoch: stored.epoch, members: storedNames, seed: seedNames },
+          'the workers\' stored membership differs from --members/KV_MEMBERS; the stored one is used (change it with kvctl cluster add/remove)',
+        );
+      }
+      this.install(stored);
       await this.refresh();
       return;
     }
