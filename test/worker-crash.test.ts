@@ -11,7 +11,7 @@ const ring = new Ring(['worker-0', 'worker-1', 'worker-2']);
 
 beforeAll(async () => {
   store = await startEmbedded(['--workers', '3']);
-  kv = kvClient(store.address, 5_000);
+  kv = kvClient(store.address, 20_000);
 });
 
 afterAll(async () => {
@@ -23,10 +23,14 @@ describe('worker crash', () => {
   it('fails only the dead worker\'s keys, then serves every acknowledged write after the restart', async () => {
     const acked = new Map<string, string>();
     const keys = Array.from({ length: 600 }, (_, i) => `crash/${i}`);
-    await Promise.all(keys.map(async (k) => {
-      await kv.put(k, `v1:${k}`);
-      acked.set(k, `v1:${k}`);
-    }));
+    for (let i = 0; i < keys.length; i += 150) {
+      await Promise.all(
+        keys.slice(i, i + 150).map(async (k) => {
+          await kv.put(k, `v1:${k}`);
+          acked.set(k, `v1:${k}`);
+        }),
+      );
+    }
 
     const victim = 'worker-1';
     const pid = store.workerPids.get(victim)!;
