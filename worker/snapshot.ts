@@ -1,20 +1,27 @@
-// Snapshot scheduling for one worker: at most one at a time (a second request is refused, so two
-// Backup calls can never interleave writes into the same set), executed on a piscina thread.
+// Snapshot scheduling for one worker: one snapshot at a time, executed on a piscina thread. A second
+// request (another gateway's Backup) waits for the running one instead of being refused: refusing would
+// make two gateways that start at the same moment fail each other on different workers.
+import { existsSync } from 'node:fs';
+import { readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Piscina } from 'piscina';
-import { KvError } from '../shared/errors.js';
 import { status } from '@grpc/grpc-js';
+import { Piscina } from 'piscina';
+import { BACKUP_ID, partFile, partManifestFile } from '../shared/backup-sets.js';
+import { KvError } from '../shared/errors.js';
 import type { SnapshotResult, SnapshotTask } from './snapshot-task.js';
 
-const BACKUP_ID = /^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$/;
+/** Snapshots that may wait behind the running one; more means something is looping on Backup. */
+const MAX_WAITING = 4;
 
 export class Snapshotter {
   private readonly pool: Piscina<SnapshotTask, SnapshotResult>;
   private running: string | undefined;
+  private waiting = 0;
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly dbFile: string,
-    private readonly backupDir: string,
+    readonly backupDir: string,
     private readonly worker: string,
   ) {
     this.pool = new Piscina({
@@ -31,17 +38,67 @@ export class Snapshotter {
 
   async take(backupId: string): Promise<SnapshotResult> {
     if (!BACKUP_ID.test(backupId)) {
-      throw new KvError(status.INVALID_ARGUMENT, `backup id must match ${BACKUP_ID.source}, got ${JSON.stringify(backupId)}`);
+      throw new KvError(status.INVALID_ARGUMENT, `backup id must match ${BACKUP_ID.source} (a UTC timestamp), got ${JSON.stringify(backupId)}`);
     }
-    if (this.running) {
-      throw new KvError(status.ABORTED, `worker ${this.worker} is already taking snapshot ${this.running}`);
+    if (this.running === backupId) {
+      throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} is already taking a snapshot for backup ${backupId}`);
+    }
+    if (this.waiting >= MAX_WAITING) {
+      throw new KvError(status.RESOURCE_EXHAUSTED, `worker ${this.worker}: ${this.waiting} snapshots are already waiting behind ${this.running ?? 'another'}; try later`);
+    }
+    this.waiting++;
+    const prev = this.tail;
+    const mine = prev.catch(() => undefined).then(() => {
+      this.waiting--;
+      return this.run(backupId);
+    });
+    this.tail = mine.catch(() => undefined);
+    return mine;
+  }
+
+  private async run(backupId: string): Promise<SnapshotResult> {
+    const dir = join(this.backupDir, backupId);
+    if (existsSync(join(dir, partFile(this.worker)))) {
+      throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} already has a snapshot for backup ${backupId} in ${dir}; refusing to overwrite it`);
     }
     this.running = backupId;
     try {
-      return await this.pool.run({ source: this.dbFile, target: join(this.backupDir, backupId, `${this.worker}.sqlite`) });
+      return await this.pool.run({ source: this.dbFile, dir, id: backupId, worker: this.worker });
     } finally {
       this.running = undefined;
     }
+  }
+
+  /**
+   * Retention on this worker's own volume: deletes this worker's files of every set older than
+   * `before` (the oldest set the gateway keeps). Only this worker's files: in the embedded setup the
+   * folder is shared with the other workers and the gateway's manifest. Returns the ids touched.
+   */
+  async prune(before: string): Promise<string[]> {
+    if (!BACKUP_ID.test(before)) throw new KvError(status.INVALID_ARGUMENT, `prune: "before" must be a backup id, got ${JSON.stringify(before)}`);
+    let names: string[];
+    try {
+      names = await readdir(this.backupDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const pruned: string[] = [];
+    for (const id of names.filter((n) => BACKUP_ID.test(n) && n < before && n !== this.running).sort()) {
+      const dir = join(this.backupDir, id);
+      const mine = [partFile(this.worker), `${partFile(this.worker)}.partial`, partManifestFile(this.worker), `${partManifestFile(this.worker)}.partial`];
+      let touched = false;
+      for (const f of mine) {
+        if (existsSync(join(dir, f))) {
+          await rm(join(dir, f), { force: true });
+          touched = true;
+        }
+      }
+      // Remove the folder once nothing is left in it (ENOTEMPTY: others' files remain; fine).
+      await rmdir(dir).catch(() => undefined);
+      if (touched) pruned.push(id);
+    }
+    return pruned;
   }
 
   async close(): Promise<void> {
