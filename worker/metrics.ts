@@ -74,5 +74,19 @@ export function createWorkerMetrics(registry: Registry, store: Store) {
     help: 'Unix time of the last successful, verified snapshot',
     registers,
   });
-  return { opDuration, ops, sqliteErrors, backupTimestamp, backupDuration, backupBytes, backupSuccess, lastSuccess };
+  const backupSeconds = new Histogram({
+    name: `${P}worker_backup_duration_seconds`,
+    help: 'Duration of snapshot attempts (VACUUM INTO, integrity_check, checksum), by outcome',
+    labelNames: ['outcome'],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    registers,
+  });
+  const backups = new Counter({
+    name: `${P}worker_backups_total`,
+    help: 'Snapshot attempts by outcome (success, failure)',
+    labelNames: ['outcome'],
+    registers,
+  });
+  for (const o of ['success', 'failure']) backups.labels(o).inc(0);
+  return { opDuration, ops, sqliteErrors, backupTimestamp, backupDuration, backupBytes, backupSuccess, lastSuccess, backupSeconds, backups };
 }
