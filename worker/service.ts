@@ -37,6 +37,17 @@ export class WorkerService {
       ScanKeys: (call: grpc.ServerWritableStream<ScanRequest, KeyChunk>) => void this.scanKeys(call),
       Snapshot: (call: grpc.ServerUnaryCall<{ backup_id: string }, SnapshotReply>, cb: grpc.sendUnaryData<SnapshotReply>) =>
         void this.snapshot(call.request.backup_id, cb),
+      Prune: (call: grpc.ServerUnaryCall<{ before: string }, { pruned: string[] }>, cb: grpc.sendUnaryData<{ pruned: string[] }>) =>
+        void this.snapshots.prune(call.request.before).then(
+          (pruned) => {
+            if (pruned.length > 0) this.log.info({ pruned }, 'old snapshots deleted');
+            cb(null, { pruned });
+          },
+          (err: unknown) => {
+            this.log.error({ err }, 'prune failed');
+            cb(toServiceError(err, this.log));
+          },
+        ),
       Status: (_call: grpc.ServerUnaryCall<object, StatusReply>, cb: grpc.sendUnaryData<StatusReply>) => {
         const sizes = this.store.sizes();
         cb(null, {
@@ -165,8 +176,10 @@ export class WorkerService {
   private async snapshot(backupId: string, cb: grpc.sendUnaryData<SnapshotReply>): Promise<void> {
     const m = this.metrics;
     const started = Date.now();
+    let outcome = 'failure';
     try {
       const r = await this.snapshots.take(backupId);
+      outcome = 'success';
       m.backupSuccess.set(1);
       m.backupBytes.set(r.bytes);
       m.lastSuccess.set(Date.now() / 1000);
@@ -179,6 +192,8 @@ export class WorkerService {
     } finally {
       m.backupTimestamp.set(Date.now() / 1000);
       m.backupDuration.set((Date.now() - started) / 1000);
+      m.backupSeconds.labels(outcome).observe((Date.now() - started) / 1000);
+      m.backups.labels(outcome).inc();
     }
   }
 
