@@ -66,6 +66,37 @@ export function createGatewayMetrics(registry: Registry) {
     registers,
   });
 
+  const backupRuns = new Counter({
+    name: `${P}gateway_backups_total`,
+    help: 'Backup calls by outcome: success (complete set and manifest), failure (some worker failed), refused (one was running)',
+    labelNames: ['outcome'],
+    registers,
+  });
+  const backupSeconds = new Histogram({
+    name: `${P}gateway_backup_duration_seconds`,
+    help: 'Duration of backups that ran (success or failure), from the first snapshot request to the manifest',
+    labelNames: ['outcome'],
+    buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    registers,
+  });
+  const backupLastSuccess = new Gauge({
+    name: `${P}gateway_last_backup_success_timestamp_seconds`,
+    help: 'Unix time of the last complete backup set this gateway wrote a manifest for',
+    registers,
+  });
+  const backupLastBytes = new Gauge({
+    name: `${P}gateway_last_backup_bytes`,
+    help: 'Total snapshot bytes of the last complete backup set',
+    registers,
+  });
+  const backupPruned = new Counter({
+    name: `${P}gateway_backup_sets_pruned_total`,
+    help: 'Backup set folders deleted by retention (KV_BACKUP_KEEP)',
+    registers,
+  });
+  for (const o of ['success', 'failure', 'refused']) backupRuns.labels(o).inc(0);
+  backupPruned.inc(0);
+
   // Children resolved once: a labels() lookup per request is measurable on the hot path.
   const durationBy = new Map(PUBLIC_METHODS.map((m) => [m, duration.labels(m)]));
   const requestsBy = new Map<string, Counter.Internal>();
@@ -83,6 +114,20 @@ export function createGatewayMetrics(registry: Registry) {
     ringMembers,
     ringMember,
     fanout,
+    backups: {
+      finished(outcome: 'success' | 'failure' | 'refused', seconds: number, bytes: number): void {
+        backupRuns.labels(outcome).inc();
+        if (outcome === 'refused') return;
+        backupSeconds.labels(outcome).observe(seconds);
+        if (outcome === 'success') {
+          backupLastSuccess.set(Date.now() / 1000);
+          backupLastBytes.set(bytes);
+        }
+      },
+      pruned(sets: number): void {
+        backupPruned.inc(sets);
+      },
+    },
     observe(method: PublicMethod, code: number, seconds: number): void {
       durationBy.get(method)!.observe(seconds);
       const k = `${method}:${code}`;
