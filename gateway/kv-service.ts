@@ -8,6 +8,16 @@ import type { BackupCoordinator } from './backup.js';
 import type { Cluster } from './cluster.js';
 import type { GatewayMetrics, PublicMethod } from './metrics.js';
 
+interface BackupStatus {
+  success: boolean;
+  message: string;
+  backup_id: string;
+  location: string;
+  keys: number;
+  bytes: number;
+  failed_workers: string[];
+}
+
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
 export interface KvServiceDeps {
@@ -92,11 +102,11 @@ export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementatio
         end();
       }
     }),
-    Backup: handle<object, { success: boolean; message: string }>('Backup', async () => {
+    Backup: handle<object, BackupStatus>('Backup', async () => {
       const end = metrics.fanout.labels('Backup').startTimer();
-      const outcome = await deps.backups.run();
+      const o = await deps.backups.run();
       end();
-      return { success: outcome.success, message: outcome.message };
+      return { success: o.success, message: o.message, backup_id: o.id, location: o.dir, keys: o.keys, bytes: o.bytes, failed_workers: o.failedWorkers };
     }),
   };
 }
