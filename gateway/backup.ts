@@ -1,35 +1,53 @@
 // Coordinates one backup set: a shared id (UTC timestamp), a snapshot from every worker, and a
-// manifest written only when every worker's file is written and verified. One backup at a time per
-// gateway; workers also refuse a second concurrent snapshot, which covers several gateways.
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+// manifest written only when every worker's file is written and verified; then retention. One backup
+// at a time per gateway (a second call is refused with a message naming the running one); workers
+// serialize snapshots, which covers several gateways.
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import {
+  FAILED_FILE,
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  listSets,
+  newBackupId,
+  partFile,
+  setsToPrune,
+  type FailureRecord,
+  type Manifest,
+} from '../shared/backup-sets.js';
 import type { Logger } from '../shared/logger.js';
 import type { Cluster } from './cluster.js';
 import { describeFailures, fanout } from './fanout.js';
-import { snapshot } from './worker-rpc.js';
+import { prune, snapshot } from './worker-rpc.js';
+
+export { MANIFEST_FILE, newBackupId, type Manifest };
 
 export interface BackupOutcome {
   success: boolean;
   message: string;
   id: string;
   dir: string;
+  keys: number;
+  bytes: number;
+  failedWorkers: string[];
 }
 
-export interface Manifest {
-  id: string;
-  created_at: string;
-  complete: true;
-  ring: { members: string[]; algorithm: string; vnodes: number; replicas: number };
-  workers: { worker: string; file: string; keys: number; bytes: number; sha256: string }[];
-  total_keys: number;
-  total_bytes: number;
+export interface BackupOptions {
+  backupDir: string;
+  timeoutMs: number;
+  /** Complete sets to keep (KV_BACKUP_KEEP); at least 1. */
+  keep: number;
 }
 
-export const MANIFEST_FILE = 'manifest.json';
+/** What the coordinator reports to metrics; kept narrow so the metrics module stays the owner of names. */
+export interface BackupObserver {
+  finished(outcome: 'success' | 'failure' | 'refused', seconds: number, bytes: number): void;
+  pruned(sets: number): void;
+}
 
-/** 20261126T193742123Z: sortable, unique per millisecond, safe in file names. */
-export function newBackupId(now = new Date()): string {
-  return now.toISOString().replace(/[-:]/g, '').replace('.', '');
+async function writeJsonAtomically(file: string, value: unknown): Promise<void> {
+  await writeFile(`${file}.partial`, JSON.stringify(value, null, 2) + '\n');
+  await rename(`${file}.partial`, file);
 }
 
 export class BackupCoordinator {
@@ -37,16 +55,27 @@ export class BackupCoordinator {
 
   constructor(
     private readonly cluster: Cluster,
-    private readonly backupDir: string,
-    private readonly timeoutMs: number,
+    private readonly options: BackupOptions,
     private readonly log: Logger,
-  ) {}
+    private readonly observer?: BackupObserver,
+  ) {
+    if (!Number.isInteger(options.keep) || options.keep < 1) throw new Error(`backup keep must be an integer of at least 1, got ${options.keep}`);
+  }
 
   async run(): Promise<BackupOutcome> {
     const id = newBackupId();
-    const dir = join(this.backupDir, id);
+    const dir = join(this.options.backupDir, id);
     if (this.running) {
-      return { success: false, id, dir, message: `backup ${this.running} is still running; try again when it finishes` };
+      this.observer?.finished('refused', 0, 0);
+      return {
+        success: false,
+        id,
+        dir,
+        keys: 0,
+        bytes: 0,
+        failedWorkers: [],
+        message: `backup refused: backup ${this.running} is still running on this gateway; nothing was written for this call, try again when it finishes`,
+      };
     }
     this.running = id;
     try {
@@ -59,21 +88,48 @@ export class BackupCoordinator {
   private async runLocked(id: string, dir: string): Promise<BackupOutcome> {
     const started = Date.now();
     this.log.info({ backupId: id, dir }, 'backup started');
+    const seconds = (): number => (Date.now() - started) / 1000;
     if (this.cluster.state.previous) {
-      return { success: false, id, dir, message: `backup ${id} not taken: workers are being added or removed (epoch ${this.cluster.epoch}); back up after the migration completes (kvctl cluster status)` };
+      // Keys are moving between workers: a set taken now could miss keys in flight. Not a failed set.
+      this.observer?.finished('refused', 0, 0);
+      return {
+        success: false,
+        id,
+        dir,
+        keys: 0,
+        bytes: 0,
+        failedWorkers: [],
+        message: `backup ${id} not taken: workers are being added or removed (epoch ${this.cluster.epoch}); back up after the migration completes (kvctl cluster status)`,
+      };
     }
-    const { ok, failed } = await fanout(this.cluster.all(), (link) => snapshot(link.client, link.name, id, this.timeoutMs));
+    const { ok, failed } = await fanout(this.cluster.all(), (link) => snapshot(link.client, link.name, id, this.options.timeoutMs));
     if (failed.length > 0) {
+      const record: FailureRecord = {
+        format: MANIFEST_FORMAT,
+        id,
+        created_at: new Date(started).toISOString(),
+        complete: false,
+        failed: failed.map((f) => ({ worker: f.worker, reason: f.reason })),
+        succeeded: [...ok.keys()].sort(),
+      };
+      // A record of the failure, never a manifest: nothing may mistake this folder for a complete set.
+      await mkdir(dir, { recursive: true })
+        .then(() => writeJsonAtomically(join(dir, FAILED_FILE), record))
+        .catch((err: unknown) => this.log.warn({ err, backupId: id }, 'could not write the failure record'));
       const message = `backup ${id} failed: ${failed.length} of ${this.cluster.members.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
       this.log.error({ backupId: id, failed }, 'backup failed');
-      return { success: false, id, dir, message };
+      this.observer?.finished('failure', seconds(), 0);
+      return { success: false, id, dir, keys: 0, bytes: 0, failedWorkers: failed.map((f) => f.worker), message };
     }
     const workers = [...ok.values()]
-      .map((r) => ({ worker: r.worker, file: `${r.worker}.sqlite`, keys: r.keys, bytes: r.bytes, sha256: r.sha256 }))
+      .map((r) => ({ worker: r.worker, file: partFile(r.worker), keys: r.keys, bytes: r.bytes, sha256: r.sha256, seconds: r.seconds }))
       .sort((a, b) => (a.worker < b.worker ? -1 : 1));
     const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
       id,
       created_at: new Date(started).toISOString(),
+      finished_at: new Date().toISOString(),
+      duration_seconds: seconds(),
       complete: true,
       ring: this.cluster.ring.describe(),
       workers,
@@ -81,16 +137,48 @@ export class BackupCoordinator {
       total_bytes: workers.reduce((n, w) => n + w.bytes, 0),
     };
     await mkdir(dir, { recursive: true });
-    const temp = join(dir, `${MANIFEST_FILE}.partial`);
-    await writeFile(temp, JSON.stringify(manifest, null, 2) + '\n');
-    await rename(temp, join(dir, MANIFEST_FILE));
-    const seconds = (Date.now() - started) / 1000;
-    this.log.info({ backupId: id, keys: manifest.total_keys, bytes: manifest.total_bytes, seconds }, 'backup complete');
+    await writeJsonAtomically(join(dir, MANIFEST_FILE), manifest);
+    this.log.info({ backupId: id, keys: manifest.total_keys, bytes: manifest.total_bytes, seconds: manifest.duration_seconds }, 'backup complete');
+    this.observer?.finished('success', manifest.duration_seconds, manifest.total_bytes);
+    const retention = await this.applyRetention().catch((err: unknown) => {
+      // The new set is complete either way; a failed prune only leaves old sets behind.
+      this.log.error({ err }, 'backup retention failed');
+      return `; retention failed: ${(err as Error).message}`;
+    });
     return {
       success: true,
       id,
       dir,
-      message: `backup ${id} complete: ${workers.length} workers, ${manifest.total_keys} keys, ${manifest.total_bytes} bytes in ${dir}`,
+      keys: manifest.total_keys,
+      bytes: manifest.total_bytes,
+      failedWorkers: [],
+      message: `backup ${id} complete: ${workers.length} workers, ${manifest.total_keys} keys, ${manifest.total_bytes} bytes in ${dir}${retention}`,
     };
+  }
+
+  /**
+   * Keeps the newest `keep` complete sets (shared/backup-sets.ts says which go). Deletes whole set
+   * folders in the gateway's own backup dir, then asks every worker to delete its own files of sets
+   * older than the oldest kept one, which matters when workers have volumes of their own.
+   */
+  private async applyRetention(): Promise<string> {
+    const sets = listSets(this.options.backupDir);
+    const doomed = setsToPrune(sets, this.options.keep);
+    for (const s of doomed) await rm(s.dir, { recursive: true, force: true });
+    if (doomed.length > 0) {
+      this.log.info({ pruned: doomed.map((s) => `${s.id} (${s.state})`), keep: this.options.keep }, 'old backup sets deleted');
+      this.observer?.pruned(doomed.length);
+    }
+    const complete = sets.filter((s) => s.state === 'complete').map((s) => s.id);
+    // Workers are told to prune only once `keep` complete sets exist: before that, a worker's older
+    // files may belong to a set another gateway replica recorded as complete.
+    if (complete.length < this.options.keep) return '';
+    const before = complete.slice(-this.options.keep)[0];
+    const { failed } = await fanout(this.cluster.all(), (link) => prune(link.client, link.name, before, 60_000));
+    if (failed.length > 0) {
+      this.log.warn({ failed }, 'some workers could not prune old backup files');
+      return `; old backup files not pruned on ${describeFailures(failed)}`;
+    }
+    return '';
   }
 }

@@ -38,6 +38,7 @@ const program = new Command('kv-gateway')
   .addOption(new Option('--data-dir <dir>', 'data folder (the gateway only writes backup manifests under it)').env(ENV.dataDir).default(DEFAULTS.dataDir))
   .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
   .addOption(intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', 'KV_MIGRATION_RATE', 5000))
+  .addOption(intOption('--backup-keep <n>', 'complete backup sets to keep; older ones are deleted after each successful backup (at least 1)', ENV.backupKeep, DEFAULTS.backupKeep))
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
   .addOption(logLevelOption())
   .showHelpAfterError();
@@ -55,6 +56,7 @@ const opts = program.opts<{
   backupTimeoutMs: number;
   dataDir: string;
   backupDir?: string;
+  backupKeep: number;
   shutdownGraceMs: number;
   migrationRate: number;
   logLevel: string;
@@ -74,7 +76,8 @@ async function main(): Promise<void> {
   );
   const mover = new Mover(cluster, { rate: Math.max(1, opts.migrationRate), chunk: 500, scanTimeoutMs: opts.fanoutTimeoutMs }, log, registry);
   const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
-  const backups = new BackupCoordinator(cluster, backupDir, opts.backupTimeoutMs, log);
+  if (opts.backupKeep < 1) throw new Error(`--backup-keep / ${ENV.backupKeep} must be at least 1 (the newest good backup is never deleted), got ${opts.backupKeep}`);
+  const backups = new BackupCoordinator(cluster, { backupDir, timeoutMs: opts.backupTimeoutMs, keep: opts.backupKeep }, log, metrics.backups);
 
   let stopping = false;
   const server = new grpc.Server(publicServerOptions);
@@ -96,7 +99,7 @@ async function main(): Promise<void> {
     process.send?.({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
   });
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
-  log.info({ port, metricsPort: http.port, members, backupDir }, 'gateway listening');
+  log.info({ port, metricsPort: http.port, members, backupDir, backupKeep: opts.backupKeep }, 'gateway listening');
 
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;

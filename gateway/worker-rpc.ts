@@ -39,6 +39,10 @@ export const setMembership = (
 export const snapshot = (c: grpc.Client, worker: string, backupId: string, timeoutMs: number): Promise<SnapshotReply> =>
   unary<{ backup_id: string }, SnapshotReply>(c, worker, 'Snapshot', { backup_id: backupId }, timeoutMs);
 
+/** Retention: the worker deletes its own snapshot files of every backup set older than `before`. */
+export const prune = (c: grpc.Client, worker: string, before: string, timeoutMs: number): Promise<string[]> =>
+  unary<{ before: string }, { pruned: string[] }>(c, worker, 'Prune', { before }, timeoutMs).then((r) => r.pruned ?? []);
+
 /** Streams a worker's keys (and, if asked, values and tombstones), chunk by chunk. */
 export function scan(
   c: grpc.Client,
