@@ -63,9 +63,9 @@ export class BackupCoordinator {
   }
 
   async run(): Promise<BackupOutcome> {
-    const id = newBackupId();
-    const dir = join(this.options.backupDir, id);
     if (this.running) {
+      const id = newBackupId();
+      const dir = join(this.options.backupDir, id);
       this.observer?.finished('refused', 0, 0);
       return {
         success: false,
@@ -77,12 +77,45 @@ export class BackupCoordinator {
         message: `backup refused: backup ${this.running} is still running on this gateway; nothing was written for this call, try again when it finishes`,
       };
     }
-    this.running = id;
+    this.running = 'starting';
     try {
+      let claimed: { id: string; dir: string };
+      try {
+        claimed = await this.claimId();
+      } catch (err) {
+        const id = newBackupId();
+        this.log.error({ err }, 'cannot create a backup folder');
+        this.observer?.finished('failure', 0, 0);
+        const message = `backup failed: cannot create a folder in ${this.options.backupDir}: ${(err as Error).message}; no worker was asked for a snapshot`;
+        return { success: false, id, dir: join(this.options.backupDir, id), keys: 0, bytes: 0, failedWorkers: [], message };
+      }
+      const { id, dir } = claimed;
+      this.running = id;
       return await this.runLocked(id, dir);
     } finally {
       this.running = undefined;
     }
+  }
+
+  /**
+   * Creates the set's folder under a fresh id. Two gateway replicas sharing one backup volume can pick
+   * the same millisecond; mkdir fails for the second, which moves on to the next millisecond. (With
+   * separate volumes the workers refuse the duplicate: a snapshot file is never overwritten.)
+   */
+  private async claimId(): Promise<{ id: string; dir: string }> {
+    await mkdir(this.options.backupDir, { recursive: true });
+    const t = Date.now();
+    for (let i = 0; i < 100; i++) {
+      const id = newBackupId(new Date(t + i));
+      const dir = join(this.options.backupDir, id);
+      try {
+        await mkdir(dir);
+        return { id, dir };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+    }
+    throw new Error(`no free backup id in ${this.options.backupDir} from ${newBackupId(new Date(t))} on: 100 folders exist`);
   }
 
   private async runLocked(id: string, dir: string): Promise<BackupOutcome> {
