@@ -1,0 +1,239 @@
+// Offline backup work for kvctl: verify a set, and restore it into a STOPPED store's data directory.
+// No gRPC: restore is file work, done while every worker is down (a running worker would keep its
+// open database and overwrite or ignore the restored file).
+//
+// Placement: restoring into the same worker names copies each verified file as it is. Restoring into
+// other names or another count re-places every key on the worker that owns it on the new ring
+// (gateway/ring.ts, the same code the gateway routes with), so the restored store needs no rebalance.
+import { createHash } from 'node:crypto';
+import { closeSync, copyFileSync, existsSync, openSync, readSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { Ring } from '../shared/ring.js';
+import { MANIFEST_FILE, partManifestFile, readManifest, type Manifest, type PartManifest } from '../shared/backup-sets.js';
+import { OpType, type Op } from '../shared/proto.js';
+import { Store } from '../worker/store.js';
+
+const BATCH = 2000;
+
+export class RestoreError extends Error {}
+
+/** An id under the backup dir, or a path to a set folder. */
+export function resolveSetDir(idOrPath: string, backupDir: string): string {
+  const asPath = resolve(idOrPath);
+  if (idOrPath.includes('/') || (existsSync(asPath) && statSync(asPath).isDirectory() && existsSync(join(asPath, MANIFEST_FILE)))) return asPath;
+  return resolve(backupDir, idOrPath);
+}
+
+function sha256(file: string): string {
+  // Synchronous on purpose: kvctl does nothing else meanwhile; 1 MiB reads keep memory flat.
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  const fd = openSync(file, 'r');
+  try {
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) hash.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+export interface VerifiedSet {
+  dir: string;
+  manifest: Manifest;
+}
+
+/**
+ * Checks a set before anything trusts it: a valid manifest listing every ring member, and for each
+ * worker a file whose size and SHA-256 match the manifest (and the worker's part manifest, when
+ * present), which passes integrity_check and holds the recorded number of keys. Every problem is
+ * collected, so one run names every bad file.
+ */
+export function verifySet(dir: string): VerifiedSet {
+  const manifestPath = join(dir, MANIFEST_FILE);
+  if (!existsSync(manifestPath)) {
+    const hint = existsSync(join(dir, 'failed.json')) ? ' (failed.json is there: this backup failed)' : existsSync(dir) ? '' : ' (no such folder)';
+    throw new RestoreError(`${dir} is not a complete backup set: no ${MANIFEST_FILE}${hint}`);
+  }
+  const manifest = readManifest(manifestPath);
+  const problems: string[] = [];
+  for (const w of manifest.workers) {
+    const file = join(dir, w.file);
+    if (!existsSync(file)) {
+      problems.push(`${file} is missing`);
+      continue;
+    }
+    const size = statSync(file).size;
+    if (size !== w.bytes) problems.push(`${file} is ${size} bytes, the manifest says ${w.bytes}`);
+    const sum = sha256(file);
+    if (sum !== w.sha256) {
+      problems.push(`${file} has SHA-256 ${sum}, the manifest says ${w.sha256}: the file was changed or damaged`);
+      continue;
+    }
+    const partPath = join(dir, partManifestFile(w.worker));
+    if (existsSync(partPath)) {
+      const part = JSON.parse(readFileSync(partPath, 'utf8')) as PartManifest;
+      if (part.sha256 !== w.sha256 || part.id !== manifest.id) problems.push(`${partPath} disagrees with ${MANIFEST_FILE} (id ${part.id}, sha256 ${part.sha256})`);
+    }
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      const check = db.pragma('integrity_check', { simple: true });
+      if (check !== 'ok') problems.push(`${file} fails integrity_check: ${String(check)}`);
+      const keys = db.prepare('SELECT count(*) FROM kv').pluck().get() as number;
+      if (keys !== w.keys) problems.push(`${file} holds ${keys} keys, the manifest says ${w.keys}`);
+    } catch (err) {
+      problems.push(`${file} cannot be read as a kvstore database: ${(err as Error).message}`);
+    } finally {
+      db.close();
+    }
+  }
+  if (problems.length > 0) {
+    throw new RestoreError(`backup ${manifest.id} in ${dir} failed verification; nothing was restored:\n  ${problems.join('\n  ')}`);
+  }
+  return { dir, manifest };
+}
+
+/**
+ * Refuses a data directory in use. A running worker holds SQLite locks on its database; taking an
+ * exclusive lock fails with SQLITE_BUSY then. A store killed without a clean stop leaves -wal/-shm
+ * files but no lock: that is stopped, and its files are moved aside like any other.
+ */
+export function assertStopped(dataDir: string): void {
+  for (const f of databaseFiles(dataDir)) {
+    const file = join(dataDir, f);
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(file, { fileMustExist: true, timeout: 0 });
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.exec('BEGIN EXCLUSIVE');
+      db.exec('ROLLBACK');
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+        throw new RestoreError(`${file} is in use (${code}): a worker is still running on ${dataDir}; stop the store (every worker) before restoring`);
+      }
+      throw new RestoreError(`${file} cannot be checked: ${(err as Error).message}`);
+    } finally {
+      db?.close();
+    }
+  }
+}
+
+/** Worker database files (<name>.sqlite) directly in the data directory. */
+function databaseFiles(dataDir: string): string[] {
+  if (!existsSync(dataDir)) return [];
+  return readdirSync(dataDir).filter((f) => f.endsWith('.sqlite') && statSync(join(dataDir, f)).isFile());
+}
+
+export interface RestoreOptions {
+  setDir: string;
+  dataDir: string;
+  /** Target worker names; default: the set's own members. */
+  names?: string[];
+  log?: (line: string) => void;
+}
+
+export interface RestoreResult {
+  id: string;
+  dataDir: string;
+  mode: 'copy' | 'reshard';
+  workers: { worker: string; keys: number }[];
+  totalKeys: number;
+  /** Where the data directory's previous database files went, if it had any. */
+  movedAside?: string;
+}
+
+export function restore(opts: RestoreOptions): RestoreResult {
+  const log = opts.log ?? (() => {});
+  const { manifest } = verifySet(opts.setDir);
+  log(`verified backup ${manifest.id}: ${manifest.workers.length} files, ${manifest.total_keys} keys, checksums match`);
+  const names = opts.names ?? [...manifest.ring.members];
+  const target = new Ring(names); // validates: non-empty, no duplicates
+  mkdirSync(opts.dataDir, { recursive: true });
+  assertStopped(opts.dataDir);
+
+  const stamp = new Date().toISOString().replace(/[-:.]/g, '');
+  const staging = join(opts.dataDir, `.restore-${manifest.id}-${stamp}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
+  try {
+    const same = [...names].sort().join(',') === [...manifest.ring.members].sort().join(',');
+    const workers = same ? copyFiles(manifest, opts.setDir, staging) : reshard(manifest, opts.setDir, staging, target, log);
+    const totalKeys = workers.reduce((n, w) => n + w.keys, 0);
+    if (totalKeys !== manifest.total_keys) {
+      // Only possible if the set held a key twice (taken while keys were moving between workers).
+      log(`note: ${manifest.total_keys - totalKeys} keys were present on two workers in the backup; the owner's copy was kept`);
+    }
+    // Everything is staged; only now touch the data directory. Earlier files are kept, not deleted.
+    const existing = databaseFiles(opts.dataDir);
+    let movedAside: string | undefined;
+    if (existing.length > 0) {
+      movedAside = join(opts.dataDir, `pre-restore-${stamp}`);
+      mkdirSync(movedAside, { recursive: true });
+      for (const f of readdirSync(opts.dataDir)) {
+        if (existing.some((db) => f === db || f === `${db}-wal` || f === `${db}-shm`)) renameSync(join(opts.dataDir, f), join(movedAside, f));
+      }
+      log(`moved the data directory's previous database files to ${movedAside}`);
+    }
+    for (const w of workers) renameSync(join(staging, `${w.worker}.sqlite`), join(opts.dataDir, `${w.worker}.sqlite`));
+    return { id: manifest.id, dataDir: opts.dataDir, mode: same ? 'copy' : 'reshard', workers, totalKeys, movedAside };
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+function copyFiles(manifest: Manifest, setDir: string, staging: string): { worker: string; keys: number }[] {
+  return manifest.workers.map((w) => {
+    const to = join(staging, `${w.worker}.sqlite`);
+    copyFileSync(join(setDir, w.file), to);
+    // The copy is what the store will run on: check it too, not just its source.
+    if (sha256(to) !== w.sha256) throw new RestoreError(`copy of ${w.file} to ${to} does not match its checksum; nothing was restored`);
+    return { worker: w.worker, keys: w.keys };
+  });
+}
+
+function reshard(manifest: Manifest, setDir: string, staging: string, target: Ring, log: (l: string) => void): { worker: string; keys: number }[] {
+  const before = new Ring(manifest.ring.members);
+  const stores = new Map(target.members.map((n) => [n, new Store(join(staging, `${n}.sqlite`), { sync: 'normal' })]));
+  const pending = new Map<string, Op[]>(target.members.map((n) => [n, []]));
+  let id = 0;
+  const flush = (name: string): void => {
+    const ops = pending.get(name)!;
+    if (ops.length === 0) return;
+    const results = stores.get(name)!.applyBatch(ops);
+    const bad = results.find((r) => r.code !== 0);
+    if (bad) throw new RestoreError(`writing ${name}.sqlite failed: ${bad.message}`);
+    pending.set(name, []);
+  };
+  try {
+    // Pass 1: each key from the worker that owned it when the backup was taken. Pass 2: copies found on
+    // another worker (left over from a membership change) only where the owner had none.
+    for (const pass of ['owned', 'stray'] as const) {
+      for (const w of manifest.workers) {
+        const src = new Database(join(setDir, w.file), { readonly: true, fileMustExist: true });
+        try {
+          for (const row of src.prepare('SELECT key, value FROM kv').iterate() as IterableIterator<{ key: string; value: string }>) {
+            const owned = before.owner(row.key) === w.worker;
+            if ((pass === 'owned') !== owned) continue;
+            const to = target.owner(row.key);
+            if (pass === 'stray') {
+              flush(to);
+              if (stores.get(to)!.get(row.key) !== undefined) continue;
+            }
+            const ops = pending.get(to)!;
+            ops.push({ id: id++ & 0x7fffffff, type: OpType.PUT, key: row.key, value: row.value });
+            if (ops.length >= BATCH) flush(to);
+          }
+        } finally {
+          src.close();
+        }
+      }
+      for (const name of target.members) flush(name);
+    }
+    const workers = target.members.map((n) => ({ worker: n, keys: stores.get(n)!.keys }));
+    log(`re-placed ${manifest.total_keys} keys from [${manifest.ring.members.join(', ')}] onto [${target.members.join(', ')}]`);
+    return workers;
+  } finally {
+    for (const s of stores.values()) s.close();
+  }
+}
