@@ -3,8 +3,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { publicClientOptions } from '../shared/grpc-options.js';
+import { listSets } from '../shared/backup-sets.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
+import { DEFAULTS, ENV, defaultBackupDir } from '../shared/settings.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
+import { resolveSetDir, restore, verifySet } from './restore.js';
 
 type Cb = (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void;
 
@@ -110,10 +113,24 @@ program
 
 program
   .command('backup')
-  .description('take a backup of every worker; prints the backup id and location')
+  .description('take a backup of every worker; prints the backup id, location, keys and bytes')
   .action(async () => {
     const r = await call('Backup', {});
-    out(String(r.message), { success: r.success, message: r.message });
+    const json = {
+      success: r.success,
+      id: r.backup_id,
+      location: r.location,
+      keys: Number(r.keys ?? 0),
+      bytes: Number(r.bytes ?? 0),
+      failed_workers: r.failed_workers ?? [],
+      message: r.message,
+    };
+    if (r.success && r.backup_id) {
+      out(`backup ${String(r.backup_id)} complete\n  location: ${String(r.location)}\n  keys:     ${json.keys}\n  bytes:    ${json.bytes}`, json);
+    } else {
+      // An older gateway sends only the message; a failed backup's message names each failed worker.
+      out(String(r.message), json);
+    }
     if (!r.success) process.exitCode = EXIT.FAILED;
   });
 
@@ -177,6 +194,109 @@ cluster
     if (o.wait) printStatus(await waitStable(Number(o.waitTimeout)));
   });
 
+
+// Offline commands: they read the backup and data folders on this machine, no gateway needed.
+const dataDirOption = (): Option => new Option('--data-dir <dir>', 'the store\'s data directory').env(ENV.dataDir).default(DEFAULTS.dataDir);
+const backupDirOption = (): Option => new Option('--backup-dir <dir>', 'where backup sets are (default: <data-dir>/backups)').env(ENV.backupDir);
+
+program
+  .command('backups')
+  .description('list the backup sets in the backup folder (offline: reads the manifests)')
+  .addOption(dataDirOption())
+  .addOption(backupDirOption())
+  .action((o: { dataDir: string; backupDir?: string }) => {
+    const dir = o.backupDir ?? defaultBackupDir(o.dataDir);
+    const sets = listSets(dir);
+    const rows = sets.map((s) => ({
+      id: s.id,
+      state: s.state,
+      created_at: s.manifest?.created_at ?? s.failure?.created_at ?? null,
+      workers: s.manifest?.workers.length ?? null,
+      keys: s.manifest?.total_keys ?? null,
+      bytes: s.manifest?.total_bytes ?? null,
+      location: s.dir,
+      ...(s.failure ? { failed_workers: s.failure.failed.map((f) => f.worker) } : {}),
+      ...(s.problem ? { problem: s.problem } : {}),
+    }));
+    if (program.opts<Globals>().json) {
+      out('', { backup_dir: dir, sets: rows });
+      return;
+    }
+    if (rows.length === 0) {
+      out(`no backup sets in ${dir}`, {});
+      return;
+    }
+    const lines = [`backup sets in ${dir} (oldest first):`, 'ID                    STATE       WORKERS  KEYS        BYTES         CREATED'];
+    for (const r of rows) {
+      const note = r.failed_workers ? `  failed: ${r.failed_workers.join(', ')}` : r.problem ? `  ${r.problem}` : '';
+      lines.push(
+        `${r.id}  ${r.state.padEnd(10)}  ${String(r.workers ?? '-').padEnd(7)}  ${String(r.keys ?? '-').padEnd(10)}  ${String(r.bytes ?? '-').padEnd(12)}  ${r.created_at ?? '-'}${note}`,
+      );
+    }
+    out(lines.join('\n'), {});
+  });
+
+program
+  .command('verify')
+  .description('check a backup set: manifest, every file\'s size and SHA-256, integrity_check and key counts (offline)')
+  .argument('<id|path>', 'a backup id in the backup folder, or the path of a set folder')
+  .addOption(dataDirOption())
+  .addOption(backupDirOption())
+  .action((idOrPath: string, o: { dataDir: string; backupDir?: string }) => {
+    const { dir, manifest } = verifySet(resolveSetDir(idOrPath, o.backupDir ?? defaultBackupDir(o.dataDir)));
+    out(`backup ${manifest.id} in ${dir} is complete and intact: ${manifest.workers.length} workers, ${manifest.total_keys} keys, ${manifest.total_bytes} bytes`, {
+      id: manifest.id,
+      location: dir,
+      ok: true,
+      keys: manifest.total_keys,
+      bytes: manifest.total_bytes,
+    });
+  });
+
+program
+  .command('restore')
+  .description('restore a backup set into a STOPPED store\'s data directory (offline); verifies every checksum first')
+  .argument('<id|path>', 'a backup id in the backup folder, or the path of a set folder')
+  .addOption(dataDirOption())
+  .addOption(backupDirOption())
+  .addOption(
+    new Option('--workers <n>', 'restore into workers worker-0..worker-<n-1> (default: the set\'s own workers)').argParser((v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`--workers: expected 1 to 1024, got "${v}"`);
+      return n;
+    }),
+  )
+  .addOption(new Option('--names <list>', 'restore into these worker names, comma-separated (e.g. the StatefulSet pod names)').conflicts('workers'))
+  .action((idOrPath: string, o: { dataDir: string; backupDir?: string; workers?: number; names?: string }) => {
+    const names = o.names
+      ? o.names.split(',').map((n) => n.trim()).filter((n) => n.length > 0)
+      : o.workers
+        ? Array.from({ length: o.workers }, (_, i) => `worker-${i}`)
+        : undefined;
+    if (names) {
+      const bad = names.find((n) => !WORKER_NAME.test(n));
+      if (bad !== undefined) throw new UsageError(`--names: ${JSON.stringify(bad)} is not a worker name (a DNS label: lowercase letters, digits, '-')`);
+    }
+    const json = program.opts<Globals>().json;
+    const r = restore({
+      setDir: resolveSetDir(idOrPath, o.backupDir ?? defaultBackupDir(o.dataDir)),
+      dataDir: o.dataDir,
+      names,
+      log: (line) => {
+        if (!json) process.stdout.write(`${line}\n`);
+      },
+    });
+    const human = [
+      `restored backup ${r.id} into ${r.dataDir} (${r.mode === 'copy' ? 'files copied as they were' : 'keys re-placed on the new ring'}): ${r.totalKeys} keys`,
+      ...r.workers.map((w) => `  ${w.worker}.sqlite  ${w.keys} keys`),
+      `start the store with exactly these workers: ${r.workers.map((w) => w.worker).join(',')}`,
+    ].join('\n');
+    out(human, { id: r.id, data_dir: r.dataDir, mode: r.mode, keys: r.totalKeys, workers: r.workers, moved_aside: r.movedAside ?? null });
+  });
+
+class UsageError extends Error {}
+const WORKER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
 program.parseAsync().catch((err: unknown) => {
   const e = err as grpc.ServiceError;
   if (typeof e?.code === 'number' && 'details' in e) {
@@ -185,5 +305,5 @@ program.parseAsync().catch((err: unknown) => {
     process.exit(exitCodeFor(e.code));
   }
   process.stderr.write(`kvctl: ${(err as Error).message ?? String(err)}\n`);
-  process.exit(EXIT.FAILED);
+  process.exit(err instanceof UsageError ? EXIT.BAD_INPUT : EXIT.FAILED);
 });
