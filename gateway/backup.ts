@@ -77,7 +77,8 @@ export class BackupCoordinator {
         message: `backup refused: backup ${this.running} is still running on this gateway; nothing was written for this call, try again when it finishes`,
       };
     }
-    this.running = 'starting';
+    // Set before the first await, so a call arriving meanwhile is refused.
+    this.running = newBackupId();
     try {
       let claimed: { id: string; dir: string };
       try {
