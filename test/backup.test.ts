@@ -1,19 +1,32 @@
-// Backup while writers keep writing: every worker's snapshot opens, passes integrity_check, matches
-// the manifest's checksum, and holds every key acknowledged before the Backup call began.
+// Backups end to end on one 3-worker cluster (retention set to 2): a consistent set under continuous
+// writes, two concurrent Backup calls (same gateway, and two gateways), retention, metrics, and a worker
+// that is down. The down-worker case runs last because it stops a worker.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifySet } from '../cli/restore.js';
 import { Ring } from '../shared/ring.js';
+import { listSets, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { kvClient, type KvClient } from './helpers/client.js';
-import { TestCluster } from './helpers/processes.js';
+import { Proc, TestCluster, dist } from './helpers/processes.js';
+
+interface BackupReply {
+  success: boolean;
+  message: string;
+  backup_id: string;
+  location: string;
+  keys: number;
+  bytes: number;
+  failed_workers: string[];
+}
 
 let cluster: TestCluster;
 let kv: KvClient;
 
 beforeAll(async () => {
-  cluster = await TestCluster.start({ workers: 3 });
+  cluster = await TestCluster.start({ workers: 3, gatewayArgs: ['--backup-keep', '2'] });
   kv = kvClient(cluster.address, 60_000);
 });
 
@@ -22,7 +35,14 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-describe('online backup', () => {
+const backup = (client: KvClient = kv): Promise<BackupReply> => client.backup() as Promise<BackupReply>;
+
+async function metrics(port: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
+  return res.text();
+}
+
+describe('backup', () => {
   it('snapshots every worker consistently while writes continue', async () => {
     const acked = new Map<string, string>();
     let stop = false;
@@ -39,28 +59,33 @@ describe('online backup', () => {
     });
     await new Promise((r) => setTimeout(r, 1500));
     const before = new Map(acked);
-    const status = await kv.backup();
+    const status = await backup();
     const during = acked.size;
     await new Promise((r) => setTimeout(r, 300));
     stop = true;
     await Promise.all(writers);
     expect(status.success, status.message).toBe(true);
     expect(during).toBeGreaterThan(before.size); // writes were acknowledged while the backup ran
-    const id = /backup (\S+) complete/.exec(status.message)![1];
+    const id = status.backup_id;
+    expect(id).toMatch(/^\d{8}T\d{9}Z$/);
+    expect(status.location).toBe(join(cluster.backupDir, id));
     expect(status.message).toContain(join(cluster.backupDir, id));
 
-    const manifest = JSON.parse(readFileSync(join(cluster.backupDir, id, 'manifest.json'), 'utf8')) as {
-      id: string;
-      workers: { worker: string; file: string; keys: number; bytes: number; sha256: string }[];
-    };
-    expect(manifest.id).toBe(id);
+    const manifest = JSON.parse(readFileSync(join(cluster.backupDir, id, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest).toMatchObject({ id, complete: true, ring: { members: ['worker-0', 'worker-1', 'worker-2'], algorithm: 'md5', vnodes: 160, replicas: 4 } });
+    expect(Date.parse(manifest.created_at)).toBeGreaterThan(Date.now() - 120_000);
     expect(manifest.workers.map((w) => w.worker)).toEqual(['worker-0', 'worker-1', 'worker-2']);
+    expect(status.keys).toBe(manifest.total_keys);
+    expect(status.bytes).toBe(manifest.total_bytes);
+    expect(manifest.total_keys).toBeGreaterThanOrEqual(before.size);
     const ring = new Ring(['worker-0', 'worker-1', 'worker-2']);
     for (const entry of manifest.workers) {
       const file = join(cluster.backupDir, id, entry.file);
       const bytes = readFileSync(file);
       expect(createHash('sha256').update(bytes).digest('hex')).toBe(entry.sha256);
       expect(bytes.length).toBe(entry.bytes);
+      const part = JSON.parse(readFileSync(join(cluster.backupDir, id, `${entry.worker}.json`), 'utf8')) as PartManifest;
+      expect(part).toMatchObject({ id, worker: entry.worker, sha256: entry.sha256, keys: entry.keys, bytes: entry.bytes });
       const db = new Database(file, { readonly: true });
       try {
         expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
@@ -77,5 +102,82 @@ describe('online backup', () => {
         db.close();
       }
     }
+    expect(() => verifySet(join(cluster.backupDir, id))).not.toThrow();
+  });
+
+  it('refuses a second Backup on the same gateway while one runs, without touching the first', async () => {
+    const [a, b] = await Promise.all([backup(), backup()]);
+    const [ok, refused] = a.success ? [a, b] : [b, a];
+    expect(ok.success, ok.message).toBe(true);
+    expect(refused.success).toBe(false);
+    expect(refused.message).toMatch(/refused: backup \d{8}T\d{9}Z is still running/);
+    expect(existsSync(join(cluster.backupDir, refused.backup_id))).toBe(ok.backup_id === refused.backup_id);
+    expect(verifySet(ok.location).manifest.id).toBe(ok.backup_id);
+  });
+
+  it('serializes Backups from two gateways on the workers: both sets complete and intact', async () => {
+    const second = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, '--backup-keep', '10']);
+    await second.start();
+    const kv2 = kvClient(`127.0.0.1:${second.listening!.port}`, 60_000);
+    try {
+      const [a, b] = await Promise.all([backup(), backup(kv2)]);
+      expect(a.success, a.message).toBe(true);
+      expect(b.success, b.message).toBe(true);
+      expect(a.backup_id).not.toBe(b.backup_id);
+      for (const r of [a, b]) expect(verifySet(r.location).manifest.id).toBe(r.backup_id);
+    } finally {
+      kv2.close();
+      await second.stop();
+    }
+  });
+
+  it('keeps the newest KV_BACKUP_KEEP complete sets and clears superseded incomplete ones', async () => {
+    // An abandoned incomplete set from long ago, and one "from the future" (as if still being written).
+    const old = join(cluster.backupDir, '20000101T000000000Z');
+    const future = join(cluster.backupDir, '29991231T235959999Z');
+    for (const d of [old, future]) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'worker-0.sqlite.partial'), 'partial');
+    }
+    const results = [];
+    for (let i = 0; i < 2; i++) results.push(await backup());
+    for (const r of results) expect(r.success, r.message).toBe(true);
+    const sets = listSets(cluster.backupDir);
+    const complete = sets.filter((s) => s.state === 'complete').map((s) => s.id);
+    expect(complete).toEqual(results.map((r) => r.backup_id));
+    expect(existsSync(old)).toBe(false);
+    expect(existsSync(future)).toBe(true);
+    // Nothing but the kept sets (and the future one) is left: no stray worker files of pruned sets.
+    expect(readdirSync(cluster.backupDir).sort()).toEqual([...complete, '29991231T235959999Z'].sort());
+  });
+
+  it('reports backups in the workers\' and gateway\'s metrics', async () => {
+    const w = await metrics(cluster.worker('worker-0').listening!.metricsPort);
+    expect(w).toMatch(/^kv_worker_last_backup_success\{worker="worker-0"\} 1$/m);
+    expect(w).toMatch(/^kv_worker_backups_total\{outcome="success",worker="worker-0"\} [1-9]/m);
+    expect(w).toMatch(/^kv_worker_backup_duration_seconds_count\{[^}]*outcome="success"[^}]*\} [1-9]/m);
+    expect(w).toMatch(/^kv_worker_last_backup_bytes\{worker="worker-0"\} [1-9]/m);
+    const g = await metrics(cluster.gateway.listening!.metricsPort);
+    expect(g).toMatch(/^kv_gateway_backups_total\{outcome="success"\} [1-9]/m);
+    expect(g).toMatch(/^kv_gateway_backups_total\{outcome="refused"\} 1$/m);
+    expect(g).toMatch(/^kv_gateway_backup_sets_pruned_total [1-9]/m);
+  });
+
+  it('fails naming a worker that is down, and writes no manifest', async () => {
+    await cluster.worker('worker-2').stop();
+    const r = await backup();
+    expect(r.success).toBe(false);
+    expect(r.failed_workers).toEqual(['worker-2']);
+    expect(r.message).toMatch(/1 of 3 workers failed: worker-2 \(/);
+    expect(r.keys).toBe(0);
+    expect(existsSync(join(r.location, 'manifest.json'))).toBe(false);
+    const failed = JSON.parse(readFileSync(join(r.location, 'failed.json'), 'utf8')) as { complete: boolean; failed: { worker: string }[]; succeeded: string[] };
+    expect(failed.complete).toBe(false);
+    expect(failed.failed.map((f) => f.worker)).toEqual(['worker-2']);
+    expect(failed.succeeded).toEqual(['worker-0', 'worker-1']);
+    expect(listSets(cluster.backupDir).find((s) => s.id === r.backup_id)?.state).toBe('failed');
+    expect(() => verifySet(r.location)).toThrow(/not a complete backup set/);
+    const g = await metrics(cluster.gateway.listening!.metricsPort);
+    expect(g).toMatch(/^kv_gateway_backups_total\{outcome="failure"\} 1$/m);
   });
 });

@@ -57,7 +57,7 @@ describe('kvctl', () => {
   it('backup prints the id and location and exits 0', () => {
     const r = kvctl(['--timeout', '60000', 'backup']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/backup \d{8}T\d{9}Z complete: 2 workers/);
+    expect(r.stdout).toMatch(/^backup \d{8}T\d{9}Z complete\n {2}location: .+\n {2}keys: +\d+\n {2}bytes: +[1-9]\d*\n$/);
     expect(r.stdout).toContain(cluster.backupDir);
   });
 
