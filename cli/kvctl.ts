@@ -199,6 +199,13 @@ cluster
 const dataDirOption = (): Option => new Option('--data-dir <dir>', 'the store\'s data directory').env(ENV.dataDir).default(DEFAULTS.dataDir);
 const backupDirOption = (): Option => new Option('--backup-dir <dir>', 'where backup sets are (default: <data-dir>/backups)').env(ENV.backupDir);
 
+function fromPartsOption(): Option {
+  return new Option(
+    '--from-parts <members>',
+    "the set's manifest.json is lost: rebuild it from the workers' part manifests of these members (comma-separated; every one must be there)",
+  );
+}
+
 program
   .command('backups')
   .description('list the backup sets in the backup folder (offline: reads the manifests)')
@@ -242,8 +249,9 @@ program
   .argument('<id|path>', 'a backup id in the backup folder, or the path of a set folder')
   .addOption(dataDirOption())
   .addOption(backupDirOption())
-  .action((idOrPath: string, o: { dataDir: string; backupDir?: string }) => {
-    const { dir, manifest } = verifySet(resolveSetDir(idOrPath, o.backupDir ?? defaultBackupDir(o.dataDir)));
+  .addOption(fromPartsOption())
+  .action((idOrPath: string, o: { dataDir: string; backupDir?: string; fromParts?: string }) => {
+    const { dir, manifest } = verifySet(resolveSetDir(idOrPath, o.backupDir ?? defaultBackupDir(o.dataDir)), nameList(o.fromParts, '--from-parts'));
     out(`backup ${manifest.id} in ${dir} is complete and intact: ${manifest.workers.length} workers, ${manifest.total_keys} keys, ${manifest.total_bytes} bytes`, {
       id: manifest.id,
       location: dir,
@@ -267,21 +275,15 @@ program
     }),
   )
   .addOption(new Option('--names <list>', 'restore into these worker names, comma-separated (e.g. the StatefulSet pod names)').conflicts('workers'))
-  .action((idOrPath: string, o: { dataDir: string; backupDir?: string; workers?: number; names?: string }) => {
-    const names = o.names
-      ? o.names.split(',').map((n) => n.trim()).filter((n) => n.length > 0)
-      : o.workers
-        ? Array.from({ length: o.workers }, (_, i) => `worker-${i}`)
-        : undefined;
-    if (names) {
-      const bad = names.find((n) => !WORKER_NAME.test(n));
-      if (bad !== undefined) throw new UsageError(`--names: ${JSON.stringify(bad)} is not a worker name (a DNS label: lowercase letters, digits, '-')`);
-    }
+  .addOption(fromPartsOption())
+  .action((idOrPath: string, o: { dataDir: string; backupDir?: string; workers?: number; names?: string; fromParts?: string }) => {
+    const names = o.names ? nameList(o.names, '--names') : o.workers ? Array.from({ length: o.workers }, (_, i) => `worker-${i}`) : undefined;
     const json = program.opts<Globals>().json;
     const r = restore({
       setDir: resolveSetDir(idOrPath, o.backupDir ?? defaultBackupDir(o.dataDir)),
       dataDir: o.dataDir,
       names,
+      fromParts: nameList(o.fromParts, '--from-parts'),
       log: (line) => {
         if (!json) process.stdout.write(`${line}\n`);
       },
@@ -296,6 +298,15 @@ program
 
 class UsageError extends Error {}
 const WORKER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function nameList(raw: string | undefined, flag: string): string[] | undefined {
+  if (raw === undefined) return undefined;
+  const names = raw.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
+  if (names.length === 0) throw new UsageError(`${flag}: no worker names given`);
+  const bad = names.find((n) => !WORKER_NAME.test(n));
+  if (bad !== undefined) throw new UsageError(`${flag}: ${JSON.stringify(bad)} is not a worker name (a DNS label: lowercase letters, digits, '-')`);
+  return names;
+}
 
 program.parseAsync().catch((err: unknown) => {
   const e = err as grpc.ServiceError;

@@ -49,13 +49,52 @@ export interface VerifiedSet {
  * present), which passes integrity_check and holds the recorded number of keys. Every problem is
  * collected, so one run names every bad file.
  */
-export function verifySet(dir: string): VerifiedSet {
+export function verifySet(dir: string, fromParts?: string[]): VerifiedSet {
   const manifestPath = join(dir, MANIFEST_FILE);
+  if (fromParts) return verifyManifest(dir, manifestFromParts(dir, fromParts));
   if (!existsSync(manifestPath)) {
     const hint = existsSync(join(dir, 'failed.json')) ? ' (failed.json is there: this backup failed)' : existsSync(dir) ? '' : ' (no such folder)';
     throw new RestoreError(`${dir} is not a complete backup set: no ${MANIFEST_FILE}${hint}`);
   }
-  const manifest = readManifest(manifestPath);
+  return verifyManifest(dir, readManifest(manifestPath));
+}
+
+/**
+ * The gateway's manifest.json is lost (say, its volume was an emptyDir) but the workers' part manifests
+ * survive: rebuild the manifest from them, for the members the operator names. Every member must have a
+ * part of the same backup id; the files are then verified against the parts' checksums as usual.
+ */
+export function manifestFromParts(dir: string, members: string[]): Manifest {
+  const ring = new Ring(members);
+  const parts: PartManifest[] = [];
+  const problems: string[] = [];
+  for (const m of ring.members) {
+    const f = join(dir, partManifestFile(m));
+    try {
+      parts.push(JSON.parse(readFileSync(f, 'utf8')) as PartManifest);
+    } catch (err) {
+      problems.push(`${f}: ${(err as Error).message}`);
+    }
+  }
+  const ids = new Set(parts.map((p) => p.id));
+  if (ids.size > 1) problems.push(`part manifests name different backups: ${[...ids].join(', ')}`);
+  if (problems.length > 0) throw new RestoreError(`cannot rebuild a manifest from the part manifests in ${dir}; nothing was restored:\n  ${problems.join('\n  ')}`);
+  const workers = parts.map((p) => ({ worker: p.worker, file: p.file, keys: p.keys, bytes: p.bytes, sha256: p.sha256, seconds: p.seconds }));
+  return {
+    format: parts[0].format,
+    id: parts[0].id,
+    created_at: parts.map((p) => p.created_at).sort()[0],
+    finished_at: '',
+    duration_seconds: 0,
+    complete: true,
+    ring: ring.describe(),
+    workers,
+    total_keys: workers.reduce((n, w) => n + w.keys, 0),
+    total_bytes: workers.reduce((n, w) => n + w.bytes, 0),
+  };
+}
+
+function verifyManifest(dir: string, manifest: Manifest): VerifiedSet {
   const problems: string[] = [];
   for (const w of manifest.workers) {
     const file = join(dir, w.file);
@@ -128,6 +167,8 @@ function databaseFiles(dataDir: string): string[] {
 export interface RestoreOptions {
   setDir: string;
   dataDir: string;
+  /** Rebuild the manifest from the workers' part manifests of these members (manifest.json lost). */
+  fromParts?: string[];
   /** Target worker names; default: the set's own members. */
   names?: string[];
   log?: (line: string) => void;
@@ -145,7 +186,7 @@ export interface RestoreResult {
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const log = opts.log ?? (() => {});
-  const { manifest } = verifySet(opts.setDir);
+  const { manifest } = verifySet(opts.setDir, opts.fromParts);
   log(`verified backup ${manifest.id}: ${manifest.workers.length} files, ${manifest.total_keys} keys, checksums match`);
   const names = opts.names ?? [...manifest.ring.members];
   const target = new Ring(names); // validates: non-empty, no duplicates

@@ -158,6 +158,21 @@ describe('restore', () => {
     assertPlacement(dataDir, workerNames(3));
   });
 
+  it('rebuilds a lost manifest from the workers\' part manifests when told the members', () => {
+    const copy = join(root, 'parts-only');
+    cpSync(join(backupDir, backupId), copy, { recursive: true });
+    rmSync(join(copy, 'manifest.json'));
+    expect(kvctl(['verify', copy]).stderr).toMatch(/not a complete backup set: no manifest.json/);
+    const missing = kvctl(['verify', copy, '--from-parts', 'worker-0,worker-1,worker-2,worker-3']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('worker-3.json');
+    const dataDir = join(root, 'from-parts');
+    const r = kvctl(['--json', 'restore', copy, '--data-dir', dataDir, '--from-parts', 'worker-0,worker-1,worker-2', '--workers', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ id: backupId, mode: 'reshard', keys: expected.size });
+    assertPlacement(dataDir, workerNames(2));
+  });
+
   it('refuses a tampered file, naming it, and restores nothing', () => {
     const copy = join(root, 'tampered');
     cpSync(join(backupDir, backupId), copy, { recursive: true });
