@@ -64,13 +64,12 @@ export class BackupCoordinator {
 
   async run(): Promise<BackupOutcome> {
     if (this.running) {
-      const id = newBackupId();
-      const dir = join(this.options.backupDir, id);
       this.observer?.finished('refused', 0, 0);
+      // No id and no folder: this call wrote nothing.
       return {
         success: false,
-        id,
-        dir,
+        id: '',
+        dir: '',
         keys: 0,
         bytes: 0,
         failedWorkers: [],
