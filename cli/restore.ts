@@ -4,7 +4,7 @@
 //
 // Placement: restoring into the same worker names copies each verified file as it is. Restoring into
 // other names or another count re-places every key on the worker that owns it on the new ring
-// (gateway/ring.ts, the same code the gateway routes with), so the restored store needs no rebalance.
+// (shared/ring.ts, the same code the gateway routes with), so the restored store needs no rebalance.
 import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, openSync, readSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -229,8 +229,28 @@ function copyFiles(manifest: Manifest, setDir: string, staging: string): { worke
     copyFileSync(join(setDir, w.file), to);
     // The copy is what the store will run on: check it too, not just its source.
     if (sha256(to) !== w.sha256) throw new RestoreError(`copy of ${w.file} to ${to} does not match its checksum; nothing was restored`);
+    forgetCluster(to);
     return { worker: w.worker, keys: w.keys };
   });
+}
+
+/**
+ * A snapshot carries the membership its worker had (worker/membership.ts keeps it in the meta table:
+ * epoch, members and their addresses) and any migration tombstones. A restored store is a new cluster
+ * whose members and addresses come from the gateway's KV_MEMBERS, possibly on other hosts and ports:
+ * the old state must not be adopted, so it is removed from the restored copy (never from the backup).
+ */
+function forgetCluster(file: string): void {
+  const db = new Database(file, { fileMustExist: true });
+  try {
+    const tables = new Set(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all() as string[]);
+    db.transaction(() => {
+      if (tables.has('meta')) db.prepare("DELETE FROM meta WHERE name = 'membership'").run();
+      if (tables.has('tombstones')) db.prepare('DELETE FROM tombstones').run();
+    })();
+  } finally {
+    db.close();
+  }
 }
 
 function reshard(manifest: Manifest, setDir: string, staging: string, target: Ring, log: (l: string) => void): { worker: string; keys: number }[] {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { codeOf, grpc, kvClient } from './helpers/client.js';
 import { TestCluster, dist } from './helpers/processes.js';
 
