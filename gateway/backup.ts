@@ -2,7 +2,7 @@
 // manifest written only when every worker's file is written and verified; then retention. One backup
 // at a time per gateway (a second call is refused with a message naming the running one); workers
 // serialize snapshots, which covers several gateways.
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   FAILED_FILE,
@@ -123,12 +123,14 @@ export class BackupCoordinator {
     this.log.info({ backupId: id, dir }, 'backup started');
     const seconds = (): number => (Date.now() - started) / 1000;
     if (this.cluster.state.previous) {
-      // Keys are moving between workers: a set taken now could miss keys in flight. Not a failed set.
+      // Keys are moving between workers: a set taken now could miss keys in flight. Not a failed set,
+      // and nothing is left behind: the folder claimed for it is still empty.
+      await rmdir(dir).catch(() => undefined);
       this.observer?.finished('refused', 0, 0);
       return {
         success: false,
-        id,
-        dir,
+        id: '',
+        dir: '',
         keys: 0,
         bytes: 0,
         failedWorkers: [],
