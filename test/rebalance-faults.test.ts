@@ -77,5 +77,5 @@ describe('migration under faults', () => {
       const held = (await scanWorkerKeys(cluster.worker(name).listening!.port)).filter((k) => k.startsWith('fill/'));
       expect(held, `fill keys on ${name}`).toEqual(filler.filter((k) => ring4.owner(k) === name).sort());
     }
-  });
+  }, 300_000);
 });
