@@ -53,6 +53,7 @@ export class WorkerLink {
   private up = false;
   private readonly sweeper: NodeJS.Timeout;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private waitingForDrain: ExchangeStream | undefined;
 
   constructor(
     readonly name: string,
@@ -88,6 +89,10 @@ export class WorkerLink {
     }
     const id = this.nextId;
     this.nextId = id >= ID_LIMIT ? 1 : id + 1;
+    // Registered before the op is queued: a synchronous flush below sends only ops still pending.
+    const result = new Promise<OpResult>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, deadline: Date.now() + this.options.timeoutMs, gen: 0 });
+    });
     this.queue.push({ id, type, key, value });
     this.queueBytes += key.length + value.length + 16;
     if (this.queue.length >= MAX_BATCH_OPS || this.queueBytes >= MAX_BATCH_BYTES) this.flush();
@@ -95,24 +100,43 @@ export class WorkerLink {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
-    return new Promise<OpResult>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, deadline: Date.now() + this.options.timeoutMs, gen: 0 });
-    });
+    return result;
   }
 
   private flush(): void {
     this.flushScheduled = false;
     if (this.queue.length === 0) return;
-    const ops = this.queue;
-    this.queue = [];
-    this.queueBytes = 0;
     const stream = this.stream ?? this.openStream();
-    const gen = this.gen;
-    for (const op of ops) {
-      const p = this.pending.get(op.id);
-      if (p) p.gen = gen;
+    // Backpressure: a worker that stops reading (hung, or slower than the load) must not make the
+    // gateway buffer batches without bound. Writing regardless kept every batch sent to a SIGSTOPped
+    // worker (expired requests included) in the HTTP/2 write buffer until keepalive cut the
+    // connection, ~15 s later: memory grew with load x hang time, not with maxInflight. Now ops wait
+    // in the queue (still counted in pending, so bounded by maxInflight) until the stream drains,
+    // and those that expire meanwhile are dropped unsent.
+    if (stream.writableNeedDrain) {
+      if (this.waitingForDrain !== stream) {
+        this.waitingForDrain = stream;
+        stream.once('drain', () => {
+          if (this.waitingForDrain === stream) this.waitingForDrain = undefined;
+          this.flush();
+        });
+      }
+      return;
     }
-    stream.write({ epoch: this.options.epoch?.() ?? 0, ops });
+    const gen = this.gen;
+    while (this.queue.length > 0 && !stream.writableNeedDrain) {
+      // A backlog released by 'drain' goes out in batches of bounded size.
+      const ops = this.queue.length <= MAX_BATCH_OPS ? this.queue : this.queue.slice(0, MAX_BATCH_OPS);
+      this.queue = ops === this.queue ? [] : this.queue.slice(MAX_BATCH_OPS);
+      const live = ops.filter((op) => {
+        const p = this.pending.get(op.id);
+        if (p) p.gen = gen;
+        return p !== undefined;
+      });
+      if (live.length > 0) stream.write({ epoch: this.options.epoch?.() ?? 0, ops: live });
+    }
+    this.queueBytes = this.queue.length === 0 ? 0 : this.queue.reduce((n, op) => n + op.key.length + op.value.length + 16, 0);
+    if (this.queue.length > 0) this.flush();
   }
 
   private openStream(): ExchangeStream {
@@ -143,6 +167,7 @@ export class WorkerLink {
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (!this.closed && !this.stream) this.openStream();
+      if (this.queue.length > 0) this.flush();
     }, RECONNECT_DELAY_MS);
     this.reconnectTimer.unref();
   }
@@ -158,12 +183,16 @@ export class WorkerLink {
 
   private expire(): void {
     const now = Date.now();
+    let expired = 0;
     for (const [id, p] of this.pending) {
       if (p.deadline > now) break;
       this.pending.delete(id);
+      expired++;
       this.events.onFailure?.(grpc.status.DEADLINE_EXCEEDED);
       p.reject(deadlineExceeded(this.name, this.options.timeoutMs));
     }
+    // Ops held back by backpressure that expired are dropped, so the queue stays within maxInflight.
+    if (expired > 0 && this.queue.length > 0) this.queue = this.queue.filter((op) => this.pending.has(op.id));
   }
 
   private watchState(): void {
