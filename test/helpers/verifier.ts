@@ -3,7 +3,9 @@
 // acknowledged must be visible later (or be superseded by a newer write of the same writer); a write
 // that failed with an ambiguous status (UNAVAILABLE, DEADLINE_EXCEEDED, ...) may or may not have
 // landed, so either outcome is accepted for it, and nothing else is.
+import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Ring } from '../../gateway/ring.js';
 import { grpc, kvClient, type KvClient } from './client.js';
 
@@ -176,3 +178,60 @@ export function rssBytes(pid: number): number | undefined {
     return undefined;
   }
 }
+
+export interface FloodResult {
+  calls: number;
+  codes: Record<string, number>;
+  /** The first message seen for each failing code. */
+  details: Record<string, string>;
+  /** Slowest call, and when the first answer came, in ms. */
+  maxMs: number;
+  firstAnswerMs: number;
+}
+
+/**
+ * Keeps `concurrency` puts in flight against `keys` for `ms` from a separate process (test/helpers/
+ * flood.mjs), so the flood neither shares this process's event loop nor its gRPC connection with the
+ * client that measures latency. Bounded: the child is killed if it overruns by 30 s.
+ */
+export function flood(address: string, keys: string[], valueBytes: number, concurrency: number, ms: number, timeoutMs = 10_000): Promise<FloodResult> {
+  const script = fileURLToPath(new URL('./flood.mjs', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, address, String(concurrency), String(ms), String(valueBytes), String(timeoutMs), ...keys], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms + timeoutMs + 30_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      try {
+        if (code !== 0) throw new Error(`exit ${code}`);
+        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as FloodResult);
+      } catch (err) {
+        reject(new Error(`flood failed (${String(err)}): ${out}`));
+      }
+    });
+  });
+}
+
+/** Samples a process's RSS every `everyMs` until stop() is called; returns the samples in bytes. */
+export function sampleRss(pid: number, everyMs = 100): { stop(): number[] } {
+  const samples: number[] = [];
+  const take = (): void => {
+    const v = rssBytes(pid);
+    if (v !== undefined) samples.push(v);
+  };
+  take();
+  const timer = setInterval(take, everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      take();
+      return samples;
+    },
+  };
+}
+
+export const MiB = 1024 * 1024;
