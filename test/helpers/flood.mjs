@@ -1,3 +1,4 @@
+/* global process, URL, setTimeout */
 // A load generator in its own process, so a flood does not share the test's event loop (or its gRPC
 // connection) with the client that measures latency. Plain ESM so it runs without a build step.
 // Usage: node flood.mjs <address> <concurrency> <ms> <valueBytes> <timeoutMs> <key>...
