@@ -97,6 +97,9 @@ export class WorkerService {
     }
     this.exchanges.add(call);
     call.on('data', (batch: OpBatch) => {
+      // A batch that arrives after drain() ended this stream is not applied: its sender sees the
+      // stream end and fails those requests with UNAVAILABLE, so nothing it was told failed is stored.
+      if (!this.exchanges.has(call)) return;
       const membership = this.membership;
       const refused = membership.checkEpoch(batch.epoch);
       if (refused) {
