@@ -1,11 +1,12 @@
 // The public KeyValueStore service: validate, route to the owning worker, map the outcome to a status.
 import * as grpc from '@grpc/grpc-js';
-import { KvError, notFound, toServiceError } from '../shared/errors.js';
+import { KvError, invalidArgument, notFound, toServiceError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { OpType, type OpResult } from '../shared/proto.js';
 import { checkKey, checkValue } from '../shared/validation.js';
 import type { BackupCoordinator } from './backup.js';
 import type { Cluster } from './cluster.js';
+import { requestProblem } from './strict-decode.js';
 import type { GatewayMetrics, PublicMethod } from './metrics.js';
 
 interface BackupStatus {
@@ -43,6 +44,8 @@ export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementatio
       const finish = (code: number): void => metrics.observe(method, code, (performance.now() - start) / 1000);
       let result: Promise<Res> | Res;
       try {
+        const problem = requestProblem(call.request);
+        if (problem) throw invalidArgument(problem);
         result = body(call.request);
       } catch (err) {
         const e = toServiceError(err, log);

@@ -15,6 +15,7 @@ import { Cluster } from './cluster.js';
 import { adminService } from './admin-service.js';
 import { kvService } from './kv-service.js';
 import { parseMembers } from './members.js';
+import { strictService } from './strict-decode.js';
 import { createGatewayMetrics } from './metrics.js';
 import { Mover } from './mover.js';
 
@@ -82,7 +83,7 @@ async function main(): Promise<void> {
   let stopping = false;
   const server = new grpc.Server(publicServerOptions);
   const api = publicApi();
-  server.addService(api.KeyValueStore.service, kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
+  server.addService(strictService(api.KeyValueStore.service), kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
   server.addService(adminApi().Admin.service, adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate }));
   const health = addHealth(server, [PUBLIC_SERVICE]);
   new ReflectionService(api.definition).addToServer(server);
