@@ -52,7 +52,7 @@ async function underLoad(name: string, prefix: string, fault: () => Promise<{ at
   const verifier = new Verifier(cluster.address, keys, MEMBERS, 8, 5_000);
   verifier.start(60_000);
   try {
-    await sleep(1000);
+    await sleep(600);
     const { at, exit, restart } = await fault();
     await sleep(300);
     await restart();

@@ -51,11 +51,11 @@ describe('hung worker', () => {
       worker.kill('SIGSTOP');
       stopped = true;
       const hangStart = Date.now();
-      await sleep(2500);
+      await sleep(2000);
       const quietEnd = Date.now();
       // A flood of 2 KB writes at the hung worker, more than the in-flight bound, while RSS is sampled.
       const rss = sampleRss(gatewayPid);
-      const flooded = await flood(cluster.address, victimKeys, 2048, 1000, 3000, 10_000);
+      const flooded = await flood(cluster.address, victimKeys, 2048, 1000, 2500, 10_000);
       const rssSamples = rss.stop();
       const hangEnd = Date.now();
 
