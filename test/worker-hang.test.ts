@@ -4,7 +4,7 @@
 // Latency is reported against a baseline measured in the same run, and only compared with a generous
 // factor: the machine is shared.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { grpc } from './helpers/client.js';
 import { TestCluster, waitFor } from './helpers/processes.js';
 import { MiB, Verifier, flood, percentile, reportFigures, sampleRss, type Outcome } from './helpers/verifier.js';

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Ring } from '../../gateway/ring.js';
+import { Ring } from '../../shared/ring.js';
 import { grpc, kvClient, type KvClient } from './client.js';
 
 interface KeyState {
