@@ -1,0 +1,61 @@
+// The gateway's link to one worker, against a real worker process: more requests in one event-loop turn
+// than one batch holds are all answered; while the worker is hung (SIGSTOP) requests expire with
+// DEADLINE_EXCEEDED, nothing stays queued, and after SIGCONT the same link serves again.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkerLink } from '../gateway/worker-link.js';
+import { OpType } from '../shared/proto.js';
+import { grpc } from './helpers/client.js';
+import { Proc, dist, waitFor } from './helpers/processes.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kvstore-link-'));
+let worker: Proc;
+let link: WorkerLink;
+
+beforeAll(async () => {
+  worker = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
+  const l = await worker.start();
+  link = new WorkerLink('worker-0', `127.0.0.1:${l.port}`, { timeoutMs: 10_000, maxInflight: 50_000 });
+});
+
+afterAll(async () => {
+  worker?.kill('SIGCONT');
+  await link?.close();
+  await worker?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const queued = (l: WorkerLink): number => (l as unknown as { queue: unknown[] }).queue.length;
+
+describe('worker link', () => {
+  it('answers every request of a turn larger than one batch', async () => {
+    const results = await Promise.all(Array.from({ length: 10_000 }, (_, i) => link.call(OpType.GET, `link/${i}`, '')));
+    expect(results.every((r) => r.code === grpc.status.NOT_FOUND)).toBe(true);
+    expect(link.inflight).toBe(0);
+  });
+
+  it('expires requests to a hung worker without keeping them queued, and serves again after SIGCONT', async () => {
+    const hungLink = new WorkerLink('worker-0', link.address, { timeoutMs: 1000, maxInflight: 50_000 });
+    await hungLink.call(OpType.GET, 'link/before', '');
+    worker.kill('SIGSTOP');
+    try {
+      const value = 'x'.repeat(2048);
+      const calls: Promise<unknown>[] = [];
+      // Two waves a deadline apart: the second is written while the first still fills the stream.
+      for (let wave = 0; wave < 2; wave++) {
+        for (let i = 0; i < 3000; i++) calls.push(hungLink.call(OpType.PUT, `hung/${wave}/${i}`, value).then(() => 'ok', (e: { code: number }) => e.code));
+        await new Promise((r) => setTimeout(r, 600));
+      }
+      const codes = await Promise.all(calls);
+      expect(codes.every((c) => c === grpc.status.DEADLINE_EXCEEDED || c === grpc.status.UNAVAILABLE)).toBe(true);
+      expect(hungLink.inflight).toBe(0);
+      expect(queued(hungLink)).toBe(0);
+    } finally {
+      worker.kill('SIGCONT');
+    }
+    await waitFor('the link to serve again', async () => (await hungLink.call(OpType.GET, 'link/after', '')).code === grpc.status.NOT_FOUND, 20_000);
+    await hungLink.close();
+  });
+});
