@@ -96,6 +96,11 @@ export class Store {
     try {
       // Reading the schema forces SQLite to parse the header: a damaged file fails here, before any write.
       this.db.pragma('schema_version');
+      // Counting visits every leaf page of the table, so damaged data pages are found here, before the
+      // first write (the CREATE TABLEs below would change a damaged file), with a message naming the
+      // file rather than as INTERNAL errors on the keys they hold.
+      const hasTable = this.db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'kv'").pluck().get() === 1;
+      this.keyCount = hasTable ? ((this.db.prepare('SELECT count(*) FROM kv').pluck().get() as number) ?? 0) : 0;
       this.db.pragma('journal_mode = WAL');
       this.db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
       this.db.pragma('busy_timeout = 5000');
@@ -106,9 +111,6 @@ export class Store {
       // Keys deleted on their new owner while a migration runs; cleared when it completes.
       this.db.exec('CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID');
       this.db.exec('CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID');
-      // Counting visits every leaf page of the table, so damaged data pages are found here, at start,
-      // with a message naming the file, rather than as INTERNAL errors on the keys they hold.
-      this.keyCount = (this.db.prepare('SELECT count(*) FROM kv').pluck().get() as number) ?? 0;
     } catch (err) {
       this.db.close();
       throw new Error(`cannot open database ${file}: ${(err as Error).message} (restore it from a backup, or move it aside)`, { cause: err });
