@@ -50,6 +50,11 @@ async function writeJsonAtomically(file: string, value: unknown): Promise<void> 
   await rename(`${file}.partial`, file);
 }
 
+/** A Backup call that took nothing: no id, no folder. */
+function refusal(message: string): BackupOutcome {
+  return { success: false, id: '', dir: '', keys: 0, bytes: 0, failedWorkers: [], message };
+}
+
 export class BackupCoordinator {
   private running: string | undefined;
 
@@ -66,15 +71,7 @@ export class BackupCoordinator {
     if (this.running) {
       this.observer?.finished('refused', 0, 0);
       // No id and no folder: this call wrote nothing.
-      return {
-        success: false,
-        id: '',
-        dir: '',
-        keys: 0,
-        bytes: 0,
-        failedWorkers: [],
-        message: `backup refused: backup ${this.running} is still running on this gateway; nothing was written for this call, try again when it finishes`,
-      };
+      return refusal(`backup refused: backup ${this.running} is still running on this gateway; nothing was written for this call, try again when it finishes`);
     }
     // Set before the first await, so a call arriving meanwhile is refused.
     this.running = newBackupId();
@@ -127,15 +124,7 @@ export class BackupCoordinator {
       // and nothing is left behind: the folder claimed for it is still empty.
       await rmdir(dir).catch(() => undefined);
       this.observer?.finished('refused', 0, 0);
-      return {
-        success: false,
-        id: '',
-        dir: '',
-        keys: 0,
-        bytes: 0,
-        failedWorkers: [],
-        message: `backup ${id} not taken: workers are being added or removed (epoch ${this.cluster.epoch}); back up after the migration completes (kvctl cluster status)`,
-      };
+      return refusal(`backup ${id} not taken: workers are being added or removed (epoch ${this.cluster.epoch}); back up after the migration completes (kvctl cluster status)`);
     }
     const { ok, failed } = await fanout(this.cluster.all(), (link) => snapshot(link.client, link.name, id, this.options.timeoutMs));
     if (failed.length > 0) {
