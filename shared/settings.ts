@@ -33,6 +33,17 @@ export const ENV = {
   maxInflight: 'KV_MAX_INFLIGHT',
   sync: 'KV_SYNC',
   logLevel: 'KV_LOG_LEVEL',
+  // Security (docs/security.md). All off by default.
+  tlsCert: 'KV_TLS_CERT',
+  tlsKey: 'KV_TLS_KEY',
+  tlsClientCa: 'KV_TLS_CLIENT_CA',
+  internalTlsCa: 'KV_INTERNAL_TLS_CA',
+  internalTlsCert: 'KV_INTERNAL_TLS_CERT',
+  internalTlsKey: 'KV_INTERNAL_TLS_KEY',
+  internalTlsServerName: 'KV_INTERNAL_TLS_SERVER_NAME',
+  // The token itself has no flag: command lines are visible to every user through ps.
+  adminToken: 'KV_ADMIN_TOKEN',
+  adminTokenFile: 'KV_ADMIN_TOKEN_FILE',
 } as const;
 
 export function intOption(flags: string, description: string, env: string, def?: number): Option {
