@@ -12,6 +12,7 @@ import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { workerApi } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
+import { internalTlsOptions, workerServerTls, type InternalTlsSettings } from '../shared/tls.js';
 import { createWorkerMetrics } from './metrics.js';
 import { WorkerMembership } from './membership.js';
 import { WorkerService } from './service.js';
@@ -34,6 +35,7 @@ const program = new Command('kv-worker')
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
   .addOption(logLevelOption())
   .showHelpAfterError();
+for (const o of internalTlsOptions('worker')) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -47,7 +49,7 @@ const opts = program.opts<{
   maxDbPages: number;
   shutdownGraceMs: number;
   logLevel: string;
-}>();
+} & InternalTlsSettings>();
 
 const log = createLogger('worker', opts.logLevel, { worker: opts.name });
 
@@ -55,6 +57,8 @@ async function main(): Promise<void> {
   if (!NAME_RULE.test(opts.name)) {
     throw new Error(`--name must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(opts.name)}`);
   }
+  // Before touching the data folder: a bad certificate setting must not leave anything behind.
+  const tls = workerServerTls(opts);
   mkdirSync(opts.dataDir, { recursive: true });
   const dbFile = join(opts.dataDir, `${opts.name}.sqlite`);
   const store = new Store(dbFile, { sync: opts.sync, maxPages: opts.maxDbPages });
@@ -70,10 +74,10 @@ async function main(): Promise<void> {
   const server = new grpc.Server(workerServerOptions);
   server.addService(workerApi().Worker.service, service.implementation());
   const health = addHealth(server, [WORKER_SERVICE]);
-  const port = await bindServer(server, opts.host, opts.port);
+  const port = await bindServer(server, opts.host, opts.port, tls.credentials);
   let ready = true;
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
-  log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir }, 'worker listening');
+  log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir, tls: tls.summary }, 'worker listening');
   // The supervisor (cli/start) learns the bound ports from this message when it forked us.
   process.send?.({ type: 'listening', name: opts.name, port, metricsPort: http.port });
 
