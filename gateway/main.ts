@@ -3,6 +3,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { Command, Option } from 'commander';
+import { adminTokenFileOption, createAdminAuth, readAdminToken } from '../shared/auth.js';
 import { addHealth, bindServer, drainServer, setAllHealth } from '../shared/grpc-server.js';
 import { publicServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
@@ -10,6 +11,7 @@ import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { adminApi, publicApi } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
+import { internalTlsOptions, publicServerTls, publicTlsOptions, workerChannelTls, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
 import { adminService } from './admin-service.js';
@@ -42,7 +44,9 @@ const program = new Command('kv-gateway')
   .addOption(intOption('--backup-keep <n>', 'complete backup sets to keep; older ones are deleted after each successful backup (at least 1)', ENV.backupKeep, DEFAULTS.backupKeep))
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
   .addOption(logLevelOption())
+  .addOption(adminTokenFileOption())
   .showHelpAfterError();
+for (const o of [...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -61,17 +65,26 @@ const opts = program.opts<{
   shutdownGraceMs: number;
   migrationRate: number;
   logLevel: string;
-}>();
+  adminTokenFile?: string;
+} & PublicTlsSettings & InternalTlsSettings>();
 
 const log = createLogger('gateway', opts.logLevel);
 
 async function main(): Promise<void> {
   const members = parseMembers(opts.members, opts.workerAddressTemplate);
+  const publicTls = publicServerTls(opts);
+  const internalTls = workerChannelTls(opts);
+  // Any TLS configured means security is on; then admin RPCs need a token (shared/auth.ts).
+  const securityOn = publicTls.summary.mode !== 'off' || internalTls.summary.mode !== 'off';
+  const adminAuth = createAdminAuth({ token: readAdminToken(opts.adminTokenFile), securityOn });
   const registry = createRegistry({});
   const metrics = createGatewayMetrics(registry);
   const cluster = new Cluster(
     members,
-    { link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight }, controlTimeoutMs: Math.min(opts.requestTimeoutMs, 5000) },
+    {
+      link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight, credentials: internalTls.credentials },
+      controlTimeoutMs: Math.min(opts.requestTimeoutMs, 5000),
+    },
     log,
     metrics,
   );
@@ -84,10 +97,13 @@ async function main(): Promise<void> {
   const server = new grpc.Server(publicServerOptions);
   const api = publicApi();
   server.addService(strictService(api.KeyValueStore.service), kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
-  server.addService(adminApi().Admin.service, adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate }));
+  server.addService(
+    adminApi().Admin.service,
+    adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate, authorize: (md) => adminAuth.check(md) }),
+  );
   const health = addHealth(server, [PUBLIC_SERVICE]);
   new ReflectionService(api.definition).addToServer(server);
-  const port = await bindServer(server, opts.host, opts.port);
+  const port = await bindServer(server, opts.host, opts.port, publicTls.credentials);
   // Serving (health, readiness) only once the membership is known; requests before that get UNAVAILABLE.
   setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');
   let ready = false;
@@ -100,7 +116,19 @@ async function main(): Promise<void> {
     process.send?.({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
   });
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
-  log.info({ port, metricsPort: http.port, members, backupDir, backupKeep: opts.backupKeep }, 'gateway listening');
+  log.info(
+    {
+      port,
+      metricsPort: http.port,
+      members,
+      backupDir,
+      backupKeep: opts.backupKeep,
+      tls: publicTls.summary,
+      internalTls: internalTls.summary,
+      adminAuth: adminAuth.mode,
+    },
+    'gateway listening',
+  );
 
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
