@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // kvctl: the command-line client of the public API.
 import * as grpc from '@grpc/grpc-js';
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import { adminMetadata } from '../shared/auth.js';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { listSets } from '../shared/backup-sets.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir } from '../shared/settings.js';
+import { clientCredentials } from '../shared/tls.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { resolveSetDir, restore, verifySet } from './restore.js';
 
@@ -15,6 +18,13 @@ interface Globals {
   address: string;
   timeout: number;
   json: boolean;
+  tls: boolean;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  serverName?: string;
+  adminToken?: string;
+  adminTokenFile?: string;
 }
 
 const program = new Command('kvctl')
@@ -28,6 +38,15 @@ const program = new Command('kvctl')
     }),
   )
   .option('--json', 'print results as JSON', false)
+  // Client env names differ from the gateway's KV_TLS_* so a shell set up to run a gateway does not
+  // make kvctl present the gateway's server key as a client certificate.
+  .addOption(new Option('--tls', 'use TLS, trusting the system CAs (implied by --ca, --cert)').env('KV_CLIENT_TLS').default(false))
+  .addOption(new Option('--ca <file>', 'PEM CA bundle to verify the gateway with (turns TLS on)').env('KV_CLIENT_CA'))
+  .addOption(new Option('--cert <file>', 'PEM client certificate, for a gateway that requires one').env('KV_CLIENT_CERT'))
+  .addOption(new Option('--key <file>', 'PEM private key of --cert').env('KV_CLIENT_KEY'))
+  .addOption(new Option('--server-name <name>', 'name to check the gateway certificate against, if not the address host').env('KV_CLIENT_SERVER_NAME'))
+  .addOption(new Option('--admin-token <token>', 'admin RPC token (prefer the env var or a file: flags show in ps)').env('KV_ADMIN_TOKEN'))
+  .addOption(new Option('--admin-token-file <file>', 'file holding the admin RPC token').env('KV_ADMIN_TOKEN_FILE'))
   .showHelpAfterError()
   .addHelpText(
     'after',
@@ -45,13 +64,25 @@ Exit codes:
     process.exit(err.exitCode === 0 ? 0 : EXIT.BAD_INPUT);
   });
 
+function credentials(g: Globals): grpc.ChannelCredentials {
+  if (!g.tls && !g.ca && !g.cert && !g.key) return grpc.credentials.createInsecure();
+  return clientCredentials({ ca: g.ca, cert: g.cert, key: g.key, serverName: g.serverName });
+}
+
+function adminToken(g: Globals): string | undefined {
+  if (g.adminToken) return g.adminToken;
+  return g.adminTokenFile ? readFileSync(g.adminTokenFile, 'utf8').trim() : undefined;
+}
+
+/** One call to the gateway. Only admin calls carry the admin token: ordinary commands never send it. */
 function call(method: string, req: object, service: 'public' | 'admin' = 'public'): Promise<Record<string, unknown>> {
   const g = program.opts<Globals>();
   const Ctor = service === 'admin' ? adminApi().Admin : publicApi().KeyValueStore;
-  const client = new Ctor(g.address, grpc.credentials.createInsecure(), publicClientOptions);
+  const client = new Ctor(g.address, credentials(g), publicClientOptions);
+  const metadata = service === 'admin' ? adminMetadata(adminToken(g)) : new grpc.Metadata();
   return new Promise((resolve, reject) => {
-    const fn = (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: Cb) => void>)[method].bind(client);
-    fn(req, { deadline: Date.now() + g.timeout }, (err, res) => {
+    const fn = (client as unknown as Record<string, (r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: Cb) => void>)[method].bind(client);
+    fn(req, metadata, { deadline: Date.now() + g.timeout }, (err, res) => {
       client.close();
       if (err) reject(err);
       else resolve(res ?? {});

@@ -184,3 +184,21 @@ export function workerChannelTls(s: InternalTlsSettings): ChannelTls {
     summary: { mode: 'mtls', subject: pair.subject, validTo: pair.validTo, ...(name ? { serverName: name } : {}) },
   };
 }
+
+/** A client of the gateway (kvctl, tests): trust `ca` (or the system roots), present `cert` if given. */
+export interface ClientTlsSettings {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  /** Check the gateway's certificate against this name instead of the host in the address. */
+  serverName?: string;
+}
+
+export function clientCredentials(s: ClientTlsSettings): grpc.ChannelCredentials {
+  if (Boolean(s.cert) !== Boolean(s.key)) throw new Error('--cert and --key go together');
+  const ca = s.ca ? readCa('--ca', s.ca) : null;
+  const pair = s.cert && s.key ? readKeyPair('--cert', s.cert, '--key', s.key) : undefined;
+  const name = s.serverName;
+  const verify = name ? { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(name, cert) } : {};
+  return grpc.credentials.createSsl(ca, pair?.key ?? null, pair?.cert ?? null, verify);
+}
