@@ -16,6 +16,8 @@ export interface LinkOptions {
   timeoutMs: number;
   maxInflight: number;
   credentials?: grpc.ChannelCredentials;
+  /** Merged over the defaults, e.g. the TLS server-name override from shared/tls.ts. */
+  channelOptions?: grpc.ChannelOptions;
   /** Membership epoch stamped on every batch (0 until membership is versioned). */
   epoch?: () => number;
 }
@@ -62,7 +64,7 @@ export class WorkerLink {
     private readonly events: LinkEvents = {},
   ) {
     const Ctor = workerApi().Worker;
-    this.client = new Ctor(address, options.credentials ?? grpc.credentials.createInsecure(), workerChannelOptions);
+    this.client = new Ctor(address, options.credentials ?? grpc.credentials.createInsecure(), { ...workerChannelOptions, ...options.channelOptions });
     // Pending requests are in arrival order and share one timeout, so the sweep stops at the first
     // one still in time: O(expired) per tick, and one timer per link instead of one per request.
     const tick = Math.max(5, Math.min(100, Math.floor(options.timeoutMs / 10)));
