@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const cluster = new Cluster(
     members,
     {
-      link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight, credentials: internalTls.credentials },
+      link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight, credentials: internalTls.credentials, channelOptions: internalTls.channelOptions },
       controlTimeoutMs: Math.min(opts.requestTimeoutMs, 5000),
     },
     log,

@@ -161,26 +161,28 @@ export function workerServerTls(s: InternalTlsSettings): ServerTls {
 export interface ChannelTls {
   /** Undefined when internal TLS is off: the link falls back to an insecure channel. */
   credentials: grpc.ChannelCredentials | undefined;
+  /** Channel options the credentials need (the server-name override). */
+  channelOptions: grpc.ChannelOptions;
   summary: TlsSummary & { serverName?: string };
 }
 
 /**
  * The gateway's side: present the gateway certificate, verify the worker's against the internal CA.
  * Workers are dialled by IP (embedded) or per-pod DNS names; with a server name set, every worker
- * certificate is checked against that one name instead (same effect as grpc.ssl_target_name_override,
- * but carried by the credentials so the link code needs no TLS knowledge).
+ * certificate is checked against that one name and it is sent as SNI (grpc.ssl_target_name_override;
+ * without it an IP address goes out as SNI, which Node warns about, grpc-node#1919).
  */
 export function workerChannelTls(s: InternalTlsSettings): ChannelTls {
   const internal = internalPair(s);
   if (!internal) {
     if (s.internalTlsServerName) throw new Error(`${ENV.internalTlsServerName} needs internal TLS (${ENV.internalTlsCa}, ${ENV.internalTlsCert}, ${ENV.internalTlsKey})`);
-    return { credentials: undefined, summary: { mode: 'off' } };
+    return { credentials: undefined, channelOptions: {}, summary: { mode: 'off' } };
   }
   const { ca, pair } = internal;
   const name = s.internalTlsServerName;
-  const verify = name ? { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(name, cert) } : {};
   return {
-    credentials: grpc.credentials.createSsl(ca, pair.key, pair.cert, verify),
+    credentials: grpc.credentials.createSsl(ca, pair.key, pair.cert),
+    channelOptions: name ? { 'grpc.ssl_target_name_override': name } : {},
     summary: { mode: 'mtls', subject: pair.subject, validTo: pair.validTo, ...(name ? { serverName: name } : {}) },
   };
 }
