@@ -66,7 +66,21 @@ Exit codes:
 
 function credentials(g: Globals): grpc.ChannelCredentials {
   if (!g.tls && !g.ca && !g.cert && !g.key) return grpc.credentials.createInsecure();
+  quietIpServerNameWarning();
   return clientCredentials({ ca: g.ca, cert: g.cert, key: g.key, serverName: g.serverName });
+}
+
+/**
+ * grpc-js sends the address host as TLS SNI even when it is an IP address, and Node then prints a
+ * DEP0123 deprecation warning on every run (grpc-node#1919). Harmless, but it reads like an error
+ * in a command-line tool; drop exactly that warning and keep every other.
+ */
+function quietIpServerNameWarning(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((...args: unknown[]) => {
+    if (args.some((a) => a === 'DEP0123' || (typeof a === 'object' && a !== null && (a as { code?: string }).code === 'DEP0123'))) return;
+    emit(...args);
+  }) as typeof process.emitWarning;
 }
 
 function adminToken(g: Globals): string | undefined {
