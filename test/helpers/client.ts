@@ -16,10 +16,11 @@ export interface KvClient {
 type Cb<T> = (err: grpc.ServiceError | null, res?: T) => void;
 type Method = (req: object, opts: grpc.CallOptions, cb: Cb<Record<string, unknown>>) => void;
 
-export function kvClient(address: string, timeoutMs = 10_000): KvClient {
+/** `credentials` defaults to plaintext; clientCredentials() in shared/tls.ts makes TLS ones. */
+export function kvClient(address: string, timeoutMs = 10_000, credentials = grpc.credentials.createInsecure()): KvClient {
   const Ctor = publicApi().KeyValueStore;
   // Tests restart servers; reconnect within a second rather than grpc-js's default backoff (up to 120 s).
-  const raw = new Ctor(address, grpc.credentials.createInsecure(), {
+  const raw = new Ctor(address, credentials, {
     ...publicClientOptions,
     'grpc.initial_reconnect_backoff_ms': 200,
     'grpc.max_reconnect_backoff_ms': 1000,

@@ -1,0 +1,144 @@
+// TLS for clients of the gateway and mutual TLS between gateway and workers, with real processes:
+// the right certificates get in, everything else is refused, at the gateway and at each worker.
+import { spawnSync } from 'node:child_process';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clientCredentials, workerChannelTls, type InternalTlsSettings } from '../shared/tls.js';
+import { codeOf, kvClient } from './helpers/client.js';
+import { makeTestCerts, read, type TestCerts } from './helpers/certs.js';
+import { TestCluster, dist } from './helpers/processes.js';
+
+let certs: TestCerts;
+let cluster: TestCluster;
+
+beforeAll(async () => {
+  certs = makeTestCerts();
+  const internal = (pair: { cert: string; key: string }): string[] => [
+    '--internal-tls-ca', certs.internalCa, '--internal-tls-cert', pair.cert, '--internal-tls-key', pair.key,
+  ];
+  cluster = await TestCluster.start({
+    workers: 2,
+    workerArgs: internal(certs.worker),
+    // Workers are dialled at 127.0.0.1 but their certificate names "kv-worker", as a pod certificate
+    // names the Service rather than each pod IP: the server-name setting is what makes that work.
+    gatewayArgs: [
+      '--tls-cert', certs.gateway.cert, '--tls-key', certs.gateway.key, '--tls-client-ca', certs.publicCa,
+      ...internal(certs.gatewayInternal), '--internal-tls-server-name', 'kv-worker',
+    ],
+  });
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+  certs?.remove();
+});
+
+const goodClient = (): grpc.ChannelCredentials => clientCredentials({ ca: certs.publicCa, cert: certs.client.cert, key: certs.client.key });
+
+describe('gateway TLS', () => {
+  it('serves Put, Get, Delete, ListKeys and Backup over TLS, with mutual TLS to every worker', async () => {
+    const kv = kvClient(cluster.address, 10_000, goodClient());
+    try {
+      const keys = Array.from({ length: 40 }, (_, i) => `tls/${i}`);
+      for (const k of keys) expect(await kv.put(k, `v:${k}`)).toBe('');
+      for (const k of keys) expect(await kv.get(k)).toBe(`v:${k}`);
+      expect((await kv.list()).filter((k) => k.startsWith('tls/'))).toEqual([...keys].sort());
+      const backup = await kv.backup();
+      expect(backup.success, backup.message).toBe(true);
+      await kv.del(keys[0]);
+      expect(await codeOf(kv.get(keys[0]))).toBe(grpc.status.NOT_FOUND);
+    } finally {
+      kv.close();
+    }
+  });
+
+  it('refuses plaintext, a client without a certificate, one from another CA, and one that does not trust the gateway', async () => {
+    const attempts: Array<[string, grpc.ChannelCredentials]> = [
+      ['plaintext', grpc.credentials.createInsecure()],
+      ['no client certificate', clientCredentials({ ca: certs.publicCa })],
+      ['client certificate from another CA', clientCredentials({ ca: certs.publicCa, cert: certs.rogueClient.cert, key: certs.rogueClient.key })],
+      ['gateway not trusted', clientCredentials({ ca: certs.rogueCa, cert: certs.client.cert, key: certs.client.key })],
+    ];
+    for (const [what, creds] of attempts) {
+      const kv = kvClient(cluster.address, 3_000, creds);
+      try {
+        expect(await codeOf(kv.put(`refused/${what}`, 'x')), what).toBe(grpc.status.UNAVAILABLE);
+      } finally {
+        kv.close();
+      }
+    }
+    // None of them stored anything.
+    const kv = kvClient(cluster.address, 10_000, goodClient());
+    try {
+      expect((await kv.list()).filter((k) => k.startsWith('refused/'))).toEqual([]);
+    } finally {
+      kv.close();
+    }
+  });
+
+  it('kvctl talks TLS with --ca/--cert/--key and fails with exit 4 without a certificate', () => {
+    const kvctl = (args: string[]): { code: number | null; stdout: string; stderr: string } => {
+      const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', ...args], { encoding: 'utf8', timeout: 20_000 });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    const tls = ['--ca', certs.publicCa, '--cert', certs.client.cert, '--key', certs.client.key];
+    expect(kvctl([...tls, 'put', 'kvctl-tls', 'yes'])).toMatchObject({ code: 0 });
+    expect(kvctl([...tls, 'get', 'kvctl-tls'])).toMatchObject({ code: 0, stdout: 'yes\n', stderr: '' });
+    expect(kvctl(['--ca', certs.publicCa, 'get', 'kvctl-tls'])).toMatchObject({ code: 4 });
+    expect(kvctl(['get', 'kvctl-tls'])).toMatchObject({ code: 4 });
+  });
+});
+
+/** A grpc.health.v1 Check straight to a worker, bypassing the gateway. Resolves 'ok' or the status code. */
+async function healthCheck(address: string, creds: grpc.ChannelCredentials, options: grpc.ChannelOptions = {}): Promise<number | 'ok'> {
+  const client = new grpc.Client(address, creds, options);
+  try {
+    return await new Promise((resolve) => {
+      client.makeUnaryRequest(
+        '/grpc.health.v1.Health/Check',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        { deadline: Date.now() + 3_000 },
+        (err) => { if (process.env.SHOW) console.log(err?.details); resolve(err ? err.code : "ok"); },
+      );
+    });
+  } finally {
+    client.close();
+  }
+}
+
+describe('worker mutual TLS', () => {
+  const workerAddress = (): string => `127.0.0.1:${cluster.worker('worker-0').listening!.port}`;
+  /** A health check made exactly as the gateway dials a worker (same settings, same function). */
+  const asGateway = (over: Partial<InternalTlsSettings> = {}): Promise<number | 'ok'> => {
+    const tls = workerChannelTls({
+      internalTlsCa: certs.internalCa,
+      internalTlsCert: certs.gatewayInternal.cert,
+      internalTlsKey: certs.gatewayInternal.key,
+      internalTlsServerName: 'kv-worker',
+      ...over,
+    });
+    return healthCheck(workerAddress(), tls.credentials!, tls.channelOptions);
+  };
+
+  it('answers a caller holding the gateway certificate (the control for the refusals below)', async () => {
+    expect(await asGateway()).toBe('ok');
+  });
+
+  it('refuses a caller with no certificate, a certificate from another CA, or a worker certificate', async () => {
+    const ca = read(certs.internalCa);
+    const serverName = { 'grpc.ssl_target_name_override': 'kv-worker' };
+    expect(await healthCheck(workerAddress(), grpc.credentials.createInsecure()), 'plaintext').toBe(grpc.status.UNAVAILABLE);
+    expect(await healthCheck(workerAddress(), grpc.credentials.createSsl(ca), serverName), 'no client certificate').toBe(grpc.status.UNAVAILABLE);
+    const rogue = grpc.credentials.createSsl(ca, read(certs.rogueClient.key), read(certs.rogueClient.cert));
+    expect(await healthCheck(workerAddress(), rogue, serverName), 'client certificate from another CA').toBe(grpc.status.UNAVAILABLE);
+    // Signed by the internal CA but for serving only (no clientAuth): one worker cannot call another.
+    expect(await asGateway({ internalTlsCert: certs.worker.cert, internalTlsKey: certs.worker.key }), 'a worker certificate').toBe(grpc.status.UNAVAILABLE);
+  });
+
+  it('is verified by the gateway side: a worker certificate from another CA or for another name is refused', async () => {
+    expect(await asGateway({ internalTlsCa: certs.rogueCa })).toBe(grpc.status.UNAVAILABLE);
+    expect(await asGateway({ internalTlsServerName: 'not-kv-worker' })).toBe(grpc.status.UNAVAILABLE);
+  });
+});
