@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // `npm start`: the embedded store on one machine (a gateway and KV_WORKERS workers as child processes).
 import { Command, Option } from 'commander';
+import { adminTokenFileOption } from '../shared/auth.js';
 import { createLogger } from '../shared/logger.js';
 import { DEFAULTS, ENV, intOption, logLevelOption } from '../shared/settings.js';
+import { internalTlsOptions, publicTlsOptions, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { Supervised, scriptPath } from './supervisor.js';
 
 const program = new Command('kvstore')
@@ -16,7 +18,11 @@ const program = new Command('kvstore')
   .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
   .addOption(new Option('--sync <mode>', 'worker durability: normal or full (fsync every commit)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(logLevelOption())
+  .addOption(adminTokenFileOption())
   .showHelpAfterError();
+// Embedded, one internal certificate serves both sides: it needs serverAuth and clientAuth usages and
+// a name the gateway can check (IP 127.0.0.1, or --internal-tls-server-name); docs/security.md.
+for (const o of [...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -29,7 +35,8 @@ const opts = program.opts<{
   backupDir?: string;
   sync: string;
   logLevel: string;
-}>();
+  adminTokenFile?: string;
+} & PublicTlsSettings & InternalTlsSettings>();
 const log = createLogger('supervisor', opts.logLevel);
 const started: Supervised[] = [];
 
@@ -37,11 +44,27 @@ async function main(): Promise<void> {
   if (opts.workers < 1 || opts.workers > 64) throw new Error(`--workers must be 1 to 64, got ${opts.workers}`);
   const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
   const common = ['--data-dir', opts.dataDir, '--log-level', opts.logLevel, ...(opts.backupDir ? ['--backup-dir', opts.backupDir] : [])];
+  // Children get file paths, never secrets, on their command lines (ps shows them); KV_ADMIN_TOKEN
+  // reaches the gateway through the inherited environment.
+  const flag = (name: string, value: string | undefined): string[] => (value ? [name, value] : []);
+  const internalTls = [
+    ...flag('--internal-tls-ca', opts.internalTlsCa),
+    ...flag('--internal-tls-cert', opts.internalTlsCert),
+    ...flag('--internal-tls-key', opts.internalTlsKey),
+  ];
+  const gatewaySecurity = [
+    ...flag('--tls-cert', opts.tlsCert),
+    ...flag('--tls-key', opts.tlsKey),
+    ...flag('--tls-client-ca', opts.tlsClientCa),
+    ...internalTls,
+    ...flag('--internal-tls-server-name', opts.internalTlsServerName),
+    ...flag('--admin-token-file', opts.adminTokenFile),
+  ];
   const workers = Array.from({ length: opts.workers }, (_, i) => {
     const name = `worker-${i}`;
     const port = basePort === 0 ? 0 : basePort + i;
     const metricsPort = opts.metricsPort === 0 ? 0 : opts.metricsPort + 1 + i;
-    const args = ['--name', name, '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--sync', opts.sync, ...common];
+    const args = ['--name', name, '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--sync', opts.sync, ...common, ...internalTls];
     const proc = new Supervised({ name, script: scriptPath('../worker/main.js'), args }, log);
     started.push(proc);
     return { name, args, proc };
@@ -68,7 +91,7 @@ async function main(): Promise<void> {
     w.proc.pin(w.args.map((a, j) => (w.args[j - 1] === '--port' ? String(l.port) : w.args[j - 1] === '--metrics-port' ? String(l.metricsPort) : a)));
   });
   const members = listening.map((l) => `${l.name}=127.0.0.1:${l.port}`).join(',');
-  const gatewayArgs = ['--host', opts.host, '--port', String(opts.port), '--metrics-port', String(opts.metricsPort), '--members', members, ...common];
+  const gatewayArgs = ['--host', opts.host, '--port', String(opts.port), '--metrics-port', String(opts.metricsPort), '--members', members, ...common, ...gatewaySecurity];
   const gateway = new Supervised({ name: 'gateway', script: scriptPath('../gateway/main.js'), args: gatewayArgs }, log);
   started.push(gateway);
   children.push(gateway, ...workers.map((w) => w.proc));
