@@ -191,10 +191,11 @@ export interface EmbeddedStore {
 }
 
 /** `npm start` as a user runs it (the supervisor), on free ports, reading its JSON log lines. */
-export async function startEmbedded(extraArgs: string[] = [], dataDir?: string): Promise<EmbeddedStore> {
+export async function startEmbedded(extraArgs: string[] = [], dataDir?: string, env: Record<string, string> = {}): Promise<EmbeddedStore> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'kvstore-embedded-'));
   const proc = new Proc(dist('cli/start.js'), ['--port', '0', '--metrics-port', '0', '--worker-base-port', '0', '--data-dir', dir, ...extraArgs], {
     KV_LOG_LEVEL: 'info',
+    ...env,
   });
   const workerPids = new Map<string, number>();
   const workerPorts = new Map<string, number>();
