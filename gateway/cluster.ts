@@ -163,7 +163,7 @@ export class Cluster {
     const link = this.links.get(m.name);
     if (link && link.address === m.address) return fn(link.client);
     const Ctor = workerApi().Worker;
-    const client = new Ctor(m.address, this.options.link.credentials ?? grpc.credentials.createInsecure(), workerChannelOptions);
+    const client = new Ctor(m.address, this.options.link.credentials ?? grpc.credentials.createInsecure(), { ...workerChannelOptions, ...this.options.link.channelOptions });
     return fn(client).finally(() => client.close());
   }
 
