@@ -169,8 +169,9 @@ export interface ChannelTls {
 /**
  * The gateway's side: present the gateway certificate, verify the worker's against the internal CA.
  * Workers are dialled by IP (embedded) or per-pod DNS names; with a server name set, every worker
- * certificate is checked against that one name and it is sent as SNI (grpc.ssl_target_name_override;
- * without it an IP address goes out as SNI, which Node warns about, grpc-node#1919).
+ * certificate is checked against that one name. The check lives in the credentials, so any channel
+ * built from them verifies correctly; the channel option only makes the name the SNI too (without it
+ * an IP address goes out as SNI, which Node warns about, grpc-node#1919).
  */
 export function workerChannelTls(s: InternalTlsSettings): ChannelTls {
   const internal = internalPair(s);
@@ -180,8 +181,9 @@ export function workerChannelTls(s: InternalTlsSettings): ChannelTls {
   }
   const { ca, pair } = internal;
   const name = s.internalTlsServerName;
+  const verify = name ? { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(name, cert) } : {};
   return {
-    credentials: grpc.credentials.createSsl(ca, pair.key, pair.cert),
+    credentials: grpc.credentials.createSsl(ca, pair.key, pair.cert, verify),
     channelOptions: name ? { 'grpc.ssl_target_name_override': name } : {},
     summary: { mode: 'mtls', subject: pair.subject, validTo: pair.validTo, ...(name ? { serverName: name } : {}) },
   };
