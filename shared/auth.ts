@@ -8,9 +8,9 @@
 // no flag of its own because command lines are readable by every user through ps.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Metadata, status, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import { Option } from 'commander';
-import { KvError, toServiceError } from './errors.js';
+import { KvError } from './errors.js';
 import { ENV } from './settings.js';
 
 /** Short tokens can be guessed; `openssl rand -hex 32` gives 64 characters. */
@@ -81,35 +81,6 @@ export function createAdminAuth(opts: { token: string | undefined; securityOn: b
       if (!timingSafeEqual(digest(m[1]), expected)) throw new KvError(status.UNAUTHENTICATED, 'admin token is not valid');
     },
   };
-}
-
-type AnyCall = { metadata: Metadata; emit(event: 'error', err: Partial<ServiceError>): boolean };
-type AnyHandler = (call: AnyCall, callback?: (err: Partial<ServiceError> | null) => void) => void;
-
-/**
- * Wraps every method of a service implementation so that each call is checked before its handler
- * runs: `server.addService(def, guardService(adminAuth, impl))`. Guarding the whole service, rather
- * than calling check() in each handler, means a method added later cannot be left open by mistake.
- * Works for unary and client-streaming handlers (refused through the callback) and for server- and
- * bidi-streaming ones (refused with an error status on the call).
- */
-export function guardService<T extends UntypedServiceImplementation>(auth: AdminAuth, impl: T): T {
-  const guarded: Record<string, AnyHandler> = {};
-  for (const [name, handler] of Object.entries(impl)) {
-    const h = handler as unknown as AnyHandler;
-    guarded[name] = (call, callback) => {
-      try {
-        auth.check(call.metadata);
-      } catch (err) {
-        const refusal = toServiceError(err);
-        if (callback) callback(refusal);
-        else call.emit('error', refusal);
-        return;
-      }
-      h.call(impl, call, callback);
-    };
-  }
-  return guarded as unknown as T;
 }
 
 /** Call metadata carrying the admin token, for kvctl and tests. */
