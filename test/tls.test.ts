@@ -3,29 +3,30 @@
 import { spawnSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminMetadata } from '../shared/auth.js';
+import { adminApi } from '../shared/proto.js';
 import { clientCredentials, workerChannelTls, type InternalTlsSettings } from '../shared/tls.js';
 import { codeOf, kvClient } from './helpers/client.js';
 import { makeTestCerts, read, type TestCerts } from './helpers/certs.js';
-import { TestCluster, dist } from './helpers/processes.js';
+import { Proc, TestCluster, dist } from './helpers/processes.js';
 
+const ADMIN_TOKEN = '3c9a1f0e7d5b4a2c8e6f1d0b9a7c5e3f';
 let certs: TestCerts;
 let cluster: TestCluster;
+let gatewayArgs: string[];
 
 beforeAll(async () => {
   certs = makeTestCerts();
   const internal = (pair: { cert: string; key: string }): string[] => [
     '--internal-tls-ca', certs.internalCa, '--internal-tls-cert', pair.cert, '--internal-tls-key', pair.key,
   ];
-  cluster = await TestCluster.start({
-    workers: 2,
-    workerArgs: internal(certs.worker),
-    // Workers are dialled at 127.0.0.1 but their certificate names "kv-worker", as a pod certificate
-    // names the Service rather than each pod IP: the server-name setting is what makes that work.
-    gatewayArgs: [
-      '--tls-cert', certs.gateway.cert, '--tls-key', certs.gateway.key, '--tls-client-ca', certs.publicCa,
-      ...internal(certs.gatewayInternal), '--internal-tls-server-name', 'kv-worker',
-    ],
-  });
+  // Workers are dialled at 127.0.0.1 but their certificate names "kv-worker", as a pod certificate
+  // names the Service rather than each pod IP: the server-name setting is what makes that work.
+  gatewayArgs = [
+    '--tls-cert', certs.gateway.cert, '--tls-key', certs.gateway.key, '--tls-client-ca', certs.publicCa,
+    ...internal(certs.gatewayInternal), '--internal-tls-server-name', 'kv-worker',
+  ];
+  cluster = await TestCluster.start({ workers: 2, workerArgs: internal(certs.worker), gatewayArgs, env: { KV_ADMIN_TOKEN: ADMIN_TOKEN } });
 });
 
 afterAll(async () => {
@@ -86,6 +87,44 @@ describe('gateway TLS', () => {
     expect(kvctl([...tls, 'get', 'kvctl-tls'])).toMatchObject({ code: 0, stdout: 'yes\n', stderr: '' });
     expect(kvctl(['--ca', certs.publicCa, 'get', 'kvctl-tls'])).toMatchObject({ code: 4 });
     expect(kvctl(['get', 'kvctl-tls'])).toMatchObject({ code: 4 });
+  });
+});
+
+describe('admin RPCs with security on', () => {
+  const adminStatus = (address: string, md: grpc.Metadata): Promise<number | 'ok'> => {
+    const Admin = adminApi().Admin;
+    const client = new Admin(address, goodClient());
+    return new Promise<number | 'ok'>((resolve) => {
+      (client as unknown as { Status(r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void): void }).Status(
+        {}, md, { deadline: Date.now() + 5_000 }, (err) => resolve(err ? err.code : 'ok'),
+      );
+    }).finally(() => client.close());
+  };
+
+  it('need the admin token: none or a wrong one is UNAUTHENTICATED, the right one works (also from kvctl)', async () => {
+    expect(await adminStatus(cluster.address, new grpc.Metadata())).toBe(grpc.status.UNAUTHENTICATED);
+    expect(await adminStatus(cluster.address, adminMetadata(`${ADMIN_TOKEN}x`))).toBe(grpc.status.UNAUTHENTICATED);
+    expect(await adminStatus(cluster.address, adminMetadata(ADMIN_TOKEN))).toBe('ok');
+    const kvctl = (env: Record<string, string>): number | null =>
+      spawnSync(
+        process.execPath,
+        [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', '--ca', certs.publicCa, '--cert', certs.client.cert, '--key', certs.client.key, 'cluster', 'status'],
+        { encoding: 'utf8', timeout: 20_000, env: { ...process.env, KV_ADMIN_TOKEN: '', ...env } },
+      ).status;
+    expect(kvctl({ KV_ADMIN_TOKEN: ADMIN_TOKEN })).toBe(0);
+    expect(kvctl({})).not.toBe(0);
+  });
+
+  it('are all refused with PERMISSION_DENIED by a TLS gateway that has no token configured', async () => {
+    const gateway = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, ...gatewayArgs], {
+      KV_ADMIN_TOKEN: '',
+    });
+    try {
+      const l = await gateway.start();
+      expect(await adminStatus(`127.0.0.1:${l.port}`, adminMetadata(ADMIN_TOKEN))).toBe(grpc.status.PERMISSION_DENIED);
+    } finally {
+      await gateway.stop();
+    }
   });
 });
 
