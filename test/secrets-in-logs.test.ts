@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminMetadata } from '../shared/auth.js';
+import { adminApi } from '../shared/proto.js';
 import { clientCredentials, publicServerTls, workerServerTls } from '../shared/tls.js';
 import { codeOf, kvClient } from './helpers/client.js';
 import { makeTestCerts, type TestCerts } from './helpers/certs.js';
@@ -61,6 +62,14 @@ describe('secrets in logs and metrics', () => {
     } finally {
       kv.close();
     }
+    // Admin calls with the right token and with near misses (refusals are logged by the admin service).
+    const Admin = adminApi().Admin;
+    const admin = new Admin(store.address, creds) as unknown as { Status(r: object, m: grpc.Metadata, cb: (e: grpc.ServiceError | null) => void): void; close(): void };
+    const status = (md: grpc.Metadata): Promise<number | 'ok'> => new Promise((resolve) => admin.Status({}, md, (e) => resolve(e ? e.code : 'ok')));
+    expect(await status(adminMetadata(TOKEN))).toBe('ok');
+    expect(await status(adminMetadata(`${TOKEN}0`))).toBe(grpc.status.UNAUTHENTICATED);
+    expect(await status(adminMetadata(TOKEN.slice(1)))).toBe(grpc.status.UNAUTHENTICATED);
+    admin.close();
     const plain = kvClient(store.address, 2_000);
     expect(await codeOf(plain.put('secret-test/plain', 'v'))).toBe(grpc.status.UNAVAILABLE);
     plain.close();
