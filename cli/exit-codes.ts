@@ -12,6 +12,8 @@ export const EXIT = {
   UNREACHABLE: 4,
   /** The store refused for load or space (RESOURCE_EXHAUSTED). */
   BUSY: 5,
+  /** Not allowed: a missing or wrong admin token, or admin calls disabled (UNAUTHENTICATED, PERMISSION_DENIED). */
+  DENIED: 6,
 } as const;
 
 export function exitCodeFor(code: number): number {
@@ -28,6 +30,9 @@ export function exitCodeFor(code: number): number {
       return EXIT.UNREACHABLE;
     case status.RESOURCE_EXHAUSTED:
       return EXIT.BUSY;
+    case status.UNAUTHENTICATED:
+    case status.PERMISSION_DENIED:
+      return EXIT.DENIED;
     default:
       return EXIT.FAILED;
   }

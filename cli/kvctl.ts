@@ -57,7 +57,8 @@ Exit codes:
   2  bad input (usage error, INVALID_ARGUMENT)
   3  key not found
   4  store unreachable or too slow (UNAVAILABLE, DEADLINE_EXCEEDED)
-  5  store busy or full (RESOURCE_EXHAUSTED)`,
+  5  store busy or full (RESOURCE_EXHAUSTED)
+  6  not allowed: admin token missing or wrong (UNAUTHENTICATED, PERMISSION_DENIED)`,
   )
   .exitOverride((err) => {
     // commander's own exit for --help/--version is 0; every usage error is "bad input".
