@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { LATENCY_BUCKETS, METRIC_PREFIX as P } from '../shared/metrics.js';
+import { LONG_LATENCY_BUCKETS, METRIC_PREFIX as P } from '../shared/metrics.js';
 
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 
@@ -17,20 +17,21 @@ export function createGatewayMetrics(registry: Registry) {
   });
   const duration = new Histogram({
     name: `${P}gateway_request_duration_seconds`,
-    help: 'Client request latency at the gateway, by method',
+    help: 'Client request latency at the gateway, by method, whatever the outcome',
     labelNames: ['method'],
-    buckets: LATENCY_BUCKETS,
+    buckets: LONG_LATENCY_BUCKETS,
     registers,
   });
   const routed = new Counter({
     name: `${P}gateway_worker_requests_total`,
-    help: 'Point requests routed to each worker',
+    help: 'Point requests (Put, Get, Delete) routed to each worker',
     labelNames: ['worker'],
     registers,
   });
   const workerErrors = new Counter({
     name: `${P}gateway_worker_errors_total`,
-    help: 'Requests to a worker that failed at the transport (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED)',
+    help:
+      'Point requests to a worker that failed, by gRPC status code: unreachable or broken stream (UNAVAILABLE), no answer in time (DEADLINE_EXCEEDED), in-flight limit or full disk (RESOURCE_EXHAUSTED), storage errors the worker returned',
     labelNames: ['worker', 'code'],
     registers,
   });
@@ -60,9 +61,9 @@ export function createGatewayMetrics(registry: Registry) {
   });
   const fanout = new Histogram({
     name: `${P}gateway_fanout_duration_seconds`,
-    help: 'Duration of calls fanned out to every worker (ListKeys, Backup)',
+    help: 'Duration of calls fanned out to every worker (ListKeys, Backup), from first request to last answer',
     labelNames: ['method'],
-    buckets: LATENCY_BUCKETS,
+    buckets: LONG_LATENCY_BUCKETS,
     registers,
   });
 
@@ -104,6 +105,16 @@ export function createGatewayMetrics(registry: Registry) {
 
   return {
     requests,
+    /**
+     * Starts a worker's series at 0, so the first failure shows as an increase (Prometheus cannot see
+     * the first increment of a series that appears with the value 1) and rate() is 0, not absent.
+     */
+    addWorker(name: string, address: string): void {
+      routed.labels(name).inc(0);
+      for (const code of ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED']) workerErrors.labels(name, code).inc(0);
+      workerUp.labels(name).set(0);
+      ringMember.labels(name, address).set(1);
+    },
     duration,
     routed,
     workerErrors,

@@ -1,13 +1,22 @@
 // A registry per process with the default process metrics (CPU, heap, event-loop lag, fds) and the
-// kv_ prefix convention. Gateway and worker define their own series on top.
+// kv_ prefix convention. Gateway and worker define their own series on top. The default metrics keep
+// their standard names (process_*, nodejs_*) so stock Node.js dashboards and alerts work unchanged.
 import { Registry, collectDefaultMetrics } from 'prom-client';
 
 export const METRIC_PREFIX = 'kv_';
 
-/** Latency buckets from 50 µs to 10 s: point operations are sub-millisecond, fan-outs take seconds. */
+/** Latency buckets from 50 µs to 10 s: point operations are sub-millisecond, a stalled one times out at seconds. */
 export const LATENCY_BUCKETS = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
+
+/**
+ * LATENCY_BUCKETS continued to 10 minutes, for series that also hold fan-outs: ListKeys may run up to
+ * KV_FANOUT_TIMEOUT_MS (60 s) and Backup up to KV_BACKUP_TIMEOUT_MS (600 s). Without these, every slow
+ * Backup would land in +Inf and its quantiles would read as "10 s". Point operations never reach the
+ * extra buckets, and finding a bucket scans from the smallest, so they cost nothing on the hot path.
+ */
+export const LONG_LATENCY_BUCKETS = [...LATENCY_BUCKETS, 30, 60, 120, 300, 600];
 
 export function createRegistry(labels: Record<string, string>): Registry {
   const registry = new Registry();

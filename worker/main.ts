@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   const snapshots = new Snapshotter(dbFile, backupDir, opts.name);
 
   const registry = createRegistry({ worker: opts.name });
-  const metrics = createWorkerMetrics(registry, store);
+  const metrics = createWorkerMetrics(registry, store, { dataDir: opts.dataDir, backupDir, name: opts.name });
   store.onSqliteError = (err) => metrics.sqliteErrors.inc({ sqlite_code: (err as { code?: string }).code ?? 'unknown' });
 
   const membership = new WorkerMembership(store, opts.name);
