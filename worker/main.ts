@@ -68,6 +68,7 @@ async function main(): Promise<void> {
   const registry = createRegistry({ worker: opts.name });
   const metrics = createWorkerMetrics(registry, store, { dataDir: opts.dataDir, backupDir, name: opts.name });
   store.onSqliteError = (err) => metrics.sqliteErrors.inc({ sqlite_code: (err as { code?: string }).code ?? 'unknown' });
+  store.onOp = metrics.observeOp;
 
   const membership = new WorkerMembership(store, opts.name);
   const service = new WorkerService(opts.name, store, snapshots, metrics, log, membership);

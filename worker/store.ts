@@ -86,6 +86,8 @@ export class Store {
   private readonly metaPutStmt: Database.Statement<[string, string]>;
   private readonly applyAll: (ops: Op[], check: OpCheck) => OpResult[];
   onSqliteError: (err: unknown) => void = () => {};
+  /** Told each point operation's kind and duration when set (metrics); unset costs one branch per op. */
+  onOp: ((type: number, seconds: number) => void) | undefined;
 
   constructor(
     readonly file: string,
@@ -138,6 +140,14 @@ export class Store {
   }
 
   private applyOne(op: Op, check: OpCheck): OpResult {
+    if (!this.onOp) return this.applyOp(op, check);
+    const start = performance.now();
+    const r = this.applyOp(op, check);
+    this.onOp(op.type, (performance.now() - start) / 1000);
+    return r;
+  }
+
+  private applyOp(op: Op, check: OpCheck): OpResult {
     const placed = check(op);
     if (typeof placed === 'string') return result(op.id, status.FAILED_PRECONDITION, false, '', placed);
     const moving = placed === Placed.Moving;
