@@ -28,7 +28,7 @@ export class WorkerService {
     private readonly log: Logger,
     private readonly membership: WorkerMembership,
   ) {
-    this.batchTimer = metrics.opDuration.labels('batch');
+    this.batchTimer = metrics.batchDuration;
   }
 
   implementation(): grpc.UntypedServiceImplementation {
