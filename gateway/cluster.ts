@@ -107,11 +107,17 @@ export class Cluster {
 
   private makeLink(m: MemberSpec): WorkerLink {
     const metrics = this.metrics;
+    metrics?.addWorker(m.name);
     const up = metrics?.workerUp.labels(m.name);
-    up?.set(0);
     const errors = new Map<number, { inc(): void }>();
     return new WorkerLink(m.name, m.address, { ...this.options.link, epoch: () => this.epoch }, {
-      onState: (isUp) => up?.set(isUp ? 1 : 0),
+      // One line per transition, not per failed request: while a worker is down, its requests fail
+      // fast and are counted in kv_gateway_worker_errors_total instead of being logged one by one.
+      onState: (isUp) => {
+        up?.set(isUp ? 1 : 0);
+        if (isUp) this.log.info({ worker: m.name, address: m.address }, 'worker connected');
+        else this.log.warn({ worker: m.name, address: m.address }, 'worker connection lost');
+      },
       onFailure: (code) => {
         if (!metrics) return;
         let c = errors.get(code);

@@ -109,11 +109,10 @@ export function createGatewayMetrics(registry: Registry) {
      * Starts a worker's series at 0, so the first failure shows as an increase (Prometheus cannot see
      * the first increment of a series that appears with the value 1) and rate() is 0, not absent.
      */
-    addWorker(name: string, address: string): void {
+    addWorker(name: string): void {
       routed.labels(name).inc(0);
       for (const code of ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED']) workerErrors.labels(name, code).inc(0);
       workerUp.labels(name).set(0);
-      ringMember.labels(name, address).set(1);
     },
     duration,
     routed,
