@@ -85,6 +85,7 @@ export class WorkerLink {
   call(type: OpTypeValue, key: string, value: string): Promise<OpResult> {
     if (this.closed) return Promise.reject(unavailable(this.name, 'gateway is shutting down'));
     if (this.pending.size >= this.options.maxInflight) {
+      this.events.onFailure?.(grpc.status.RESOURCE_EXHAUSTED);
       return Promise.reject(
         resourceExhausted(`worker ${this.name} has ${this.pending.size} requests in flight (limit ${this.options.maxInflight}); retry with backoff`),
       );
@@ -150,6 +151,8 @@ export class WorkerLink {
         const p = this.pending.get(r.id);
         if (!p) continue; // already expired
         this.pending.delete(r.id);
+        // The worker's own failures (storage full or busy, internal): NOT_FOUND is an answer, not one.
+        if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND) this.events.onFailure?.(r.code);
         p.resolve(r);
       }
     });
