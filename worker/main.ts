@@ -67,7 +67,22 @@ async function main(): Promise<void> {
 
   const registry = createRegistry({ worker: opts.name });
   const metrics = createWorkerMetrics(registry, store, { dataDir: opts.dataDir, backupDir, name: opts.name });
-  store.onSqliteError = (err) => metrics.sqliteErrors.inc({ sqlite_code: (err as { code?: string }).code ?? 'unknown' });
+  // Every SQLite error is counted; the log gets one line per error, but at most one a second: a full
+  // disk fails every write, and thousands of identical lines a second would bury everything else.
+  let lastLogged = 0;
+  let suppressed = 0;
+  store.onSqliteError = (err) => {
+    const code = (err as { code?: string }).code ?? 'unknown';
+    metrics.sqliteErrors.inc({ sqlite_code: code });
+    const now = Date.now();
+    if (now - lastLogged < 1000) {
+      suppressed++;
+      return;
+    }
+    log.error({ err, sqliteCode: code, suppressedSinceLast: suppressed }, 'sqlite error');
+    lastLogged = now;
+    suppressed = 0;
+  };
   store.onOp = metrics.observeOp;
 
   const membership = new WorkerMembership(store, opts.name);
