@@ -18,9 +18,15 @@ export const LATENCY_BUCKETS = [
  */
 export const LONG_LATENCY_BUCKETS = [...LATENCY_BUCKETS, 30, 60, 120, 300, 600];
 
+const REDUNDANT_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 export function createRegistry(labels: Record<string, string>): Registry {
   const registry = new Registry();
   registry.setDefaultLabels(labels);
   collectDefaultMetrics({ register: registry });
+  // prom-client exports these three gauges with a _total suffix, which Prometheus reserves for
+  // counters (promtool check metrics rejects them). Each is the sum over `type` of nodejs_active_handles,
+  // nodejs_active_requests and nodejs_active_resources, which stay.
+  for (const name of REDUNDANT_DEFAULTS) registry.removeSingleMetric(name);
   return registry;
 }
