@@ -56,14 +56,31 @@ describe.skipIf(!binary)('Prometheus scraping the gateway and all workers', () =
     );
     expect(byMethodCode.get('Get OK')).toBe(5);
 
-    const keys = await prom.query('kv_worker_keys{job="kv-worker"}');
-    expect(new Map(keys.map((r) => [r.metric.worker, Number(r.value[1])]))).toEqual(expectedKeys);
+    // Each target is scraped on its own schedule (and on two busy cores a scrape can time out), so
+    // the workers' latest samples may trail the gateway's: wait for them too, then compare.
+    let keys = new Map<string, number>();
+    await waitFor(
+      "Prometheus to ingest every worker's key count",
+      async () => {
+        const rows = await prom.query('kv_worker_keys{job="kv-worker"}');
+        keys = new Map(rows.map((r) => [r.metric.worker, Number(r.value[1])]));
+        return [...keys.values()].reduce((a, b) => a + b, 0) === KEYS && keys.size === WORKERS.length;
+      },
+      30_000,
+      500,
+    ).catch(() => undefined);
+    expect(keys).toEqual(expectedKeys);
     expect((await prom.query('sum(kv_worker_keys)')).map((r) => Number(r.value[1]))).toEqual([KEYS]);
 
-    const up = await waitFor('every target up', async () => {
-      const rows = await prom.query('up');
-      return rows.length === WORKERS.length + 1 && rows.every((r) => r.value[1] === '1') ? rows : undefined;
-    });
+    const up = await waitFor(
+      'every target up',
+      async () => {
+        const rows = await prom.query('up');
+        return rows.length === WORKERS.length + 1 && rows.every((r) => r.value[1] === '1') ? rows : undefined;
+      },
+      30_000,
+      500,
+    );
     expect(up.map((r) => r.metric.job).sort()).toEqual(['kv-gateway', 'kv-worker', 'kv-worker', 'kv-worker']);
 
     // The gateway's view of each worker agrees.
