@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { codeOf, grpc, kvClient, type KvClient } from './helpers/client.js';
 import { ROOT, TestCluster, waitFor } from './helpers/processes.js';
 import { exportedNames, parseSamples, promTool, promqlMetricNames, runPromtool, scrape, sumOf, type Sample } from './helpers/prometheus.js';

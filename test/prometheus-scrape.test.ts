@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { codeOf, grpc, kvClient, type KvClient } from './helpers/client.js';
 import { ROOT, TestCluster, waitFor } from './helpers/processes.js';
 import { PrometheusServer, promTool } from './helpers/prometheus.js';

@@ -6,8 +6,11 @@ import type { Store } from './store.js';
 
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;
 
-/** Point operation kinds by OpType value (proto/worker.proto): the only values the op label takes. */
-export const OP_KINDS = ['get', 'put', 'delete'] as const;
+/**
+ * Operation kinds by OpType value (proto/worker.proto): the only values the op label takes. copy and
+ * drop are the migration mover's (a key copied to its new owner, then dropped from the old one).
+ */
+export const OP_KINDS = ['get', 'put', 'delete', 'copy', 'drop'] as const;
 
 export interface WorkerMetricsOptions {
   /** Folder holding the database file: its file system's free space feeds the disk-filling alert. */
@@ -78,7 +81,7 @@ export function createWorkerMetrics(registry: Registry, store: Store, options: W
   });
   const opDuration = new Histogram({
     name: `${P}worker_op_duration_seconds`,
-    help: 'Time to apply one point operation inside its transaction, by kind (get, put, delete); the commit is in kv_worker_batch_duration_seconds',
+    help: 'Time to apply one operation inside its transaction, by kind (get, put, delete; copy, drop while keys migrate); the commit is in kv_worker_batch_duration_seconds',
     labelNames: ['op'],
     buckets: LATENCY_BUCKETS,
     registers,
