@@ -151,8 +151,9 @@ export class WorkerLink {
         const p = this.pending.get(r.id);
         if (!p) continue; // already expired
         this.pending.delete(r.id);
-        // The worker's own failures (storage full or busy, internal): NOT_FOUND is an answer, not one.
-        if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND) this.events.onFailure?.(r.code);
+        // The worker's own failures (storage full or busy, internal). NOT_FOUND is an answer, and
+        // FAILED_PRECONDITION a stale membership epoch that the cluster retries: neither is one.
+        if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND && r.code !== grpc.status.FAILED_PRECONDITION) this.events.onFailure?.(r.code);
         p.resolve(r);
       }
     });
