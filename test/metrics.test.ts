@@ -174,7 +174,7 @@ describe('names', () => {
 
   it('labels are bounded: no series carries a key', async () => {
     const all = [...(await gatewaySamples()), ...(await workerSamples('worker-0'))];
-    const allowed = new Set(['method', 'code', 'worker', 'address', 'op', 'sqlite_code', 'le', 'quantile', 'type', 'space', 'kind', 'version', 'major', 'minor', 'patch']);
+    const allowed = new Set(['method', 'code', 'worker', 'address', 'op', 'sqlite_code', 'outcome', 'le', 'quantile', 'type', 'space', 'kind', 'version', 'major', 'minor', 'patch']);
     const labels = new Set(all.flatMap((s) => Object.keys(s.labels)));
     expect([...labels].filter((l) => !allowed.has(l))).toEqual([]);
     expect(all.some((s) => Object.values(s.labels).some((v) => v.startsWith('m-')))).toBe(false);
