@@ -1,7 +1,8 @@
 // Rendering the kustomize trees in k8s/ and reading the objects the tests need from the output.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 
@@ -27,7 +28,7 @@ export interface EnvVar {
 }
 export interface Probe {
   grpc?: { port: number; service?: string };
-  httpGet?: unknown;
+  httpGet?: { path?: string; port: number | string; scheme?: string };
   tcpSocket?: unknown;
   exec?: unknown;
   periodSeconds?: number;
@@ -88,6 +89,29 @@ export function render(dir = K8S): K8sObject[] {
     cache.set(dir, objects);
   }
   return objects;
+}
+
+/**
+ * Renders the base with `components` (folders under k8s/components) from a throwaway kustomization, the
+ * way an operator's own overlay would list them. kustomize refuses absolute paths, hence the relative ones.
+ */
+export function renderWithComponents(components: string[]): K8sObject[] {
+  const dir = mkdtempSync(join(tmpdir(), 'kv-kustomize-'));
+  try {
+    const rel = (p: string): string => relative(dir, join(K8S, p));
+    const lines = [
+      'apiVersion: kustomize.config.k8s.io/v1beta1',
+      'kind: Kustomization',
+      'namespace: kvstore',
+      `resources: [${JSON.stringify(rel('base'))}]`,
+      `components: [${components.map((c) => JSON.stringify(rel(join('components', c)))).join(', ')}]`,
+    ];
+    writeFileSync(join(dir, 'kustomization.yaml'), `${lines.join('\n')}\n`);
+    return [...render(dir)];
+  } finally {
+    cache.delete(dir);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export function find(objects: K8sObject[], kind: string, name: string): K8sObject {

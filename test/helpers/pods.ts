@@ -2,7 +2,7 @@
 // loopback address (Linux routes all of 127/8 to lo), the container's command and env as rendered,
 // its volumes as folders under one temp dir, and cluster DNS from test/helpers/cluster-dns.mjs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
@@ -28,10 +28,16 @@ export class LocalCluster {
   private incarnation = 0;
   readonly pods = new Set<Pod>();
 
+  /**
+   * `secrets`: the cluster's Secrets, name -> key -> host file with the value. A pod's Secret volume
+   * becomes a folder holding one file per key, as the kubelet projects it; a Secret that does not exist
+   * keeps the pod from starting (here: an error), unless the volume is optional.
+   */
   constructor(
     private readonly objects: K8sObject[],
     readonly root: string,
     dnsDomains: string[],
+    private readonly secrets: Record<string, Record<string, string>> = {},
   ) {
     this.dnsFile = join(root, 'cluster-dns.json');
     this.dns.domains = dnsDomains;
@@ -63,6 +69,17 @@ export class LocalCluster {
         ? join(this.root, 'pvc', `${m.name}-${podName}`)
         : join(this.root, 'pods', `${podName}.${incarnation}`, m.name);
       mkdirSync(volumes[m.name], { recursive: true });
+      const source = ((spec.volumes ?? []) as { name: string; secret?: { secretName: string; defaultMode?: number; optional?: boolean } }[]).find(
+        (v) => v.name === m.name,
+      )?.secret;
+      if (source) {
+        const secret = this.secrets[source.secretName];
+        if (!secret && !source.optional) throw new Error(`pod ${podName}: Secret ${source.secretName} (volume ${m.name}) does not exist`);
+        for (const [key, file] of Object.entries(secret ?? {})) {
+          copyFileSync(file, join(volumes[m.name], key));
+          chmodSync(join(volumes[m.name], key), source.defaultMode ?? 0o644);
+        }
+      }
     }
     const hostPath = (p: string): string => {
       for (const m of c.volumeMounts ?? []) {
@@ -140,12 +157,33 @@ export async function grpcProbe(ip: string, probe: Probe, timeoutMs = 1000): Pro
   }
 }
 
+/** One run of an `httpGet` probe as the kubelet does it: success is a status from 200 to 399. */
+export async function httpProbe(ip: string, container: Container, probe: Probe, timeoutMs = 1000): Promise<boolean> {
+  if (!probe.httpGet) throw new Error('not an httpGet probe');
+  const { port, path = '/', scheme = 'HTTP' } = probe.httpGet;
+  if (scheme !== 'HTTP') throw new Error(`httpGet scheme ${scheme} is not modelled`);
+  const number = typeof port === 'number' ? port : container.ports?.find((p) => p.name === port)?.containerPort;
+  if (number === undefined) throw new Error(`container ${container.name} has no port named ${String(port)}`);
+  try {
+    const res = await fetch(`http://${ip}:${number}${path}`, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+    await res.arrayBuffer();
+    return res.status >= 200 && res.status < 400;
+  } catch {
+    return false;
+  }
+}
+
+/** One run of whichever probe it is (grpc or httpGet). */
+export function runProbe(pod: Pod, probe: Probe): Promise<boolean> {
+  return probe.httpGet ? httpProbe(pod.ip, pod.container, probe) : grpcProbe(pod.ip, probe);
+}
+
 /** Waits, bounded, until the pod's startup and readiness probes pass. */
 export async function waitReady(pod: Pod, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
   const probes = [pod.container.startupProbe, pod.container.readinessProbe].filter((p): p is Probe => p !== undefined);
   for (const probe of probes) {
-    while (!(await grpcProbe(pod.ip, probe))) {
+    while (!(await runProbe(pod, probe))) {
       if (pod.proc.exitCode !== null) throw new Error(`pod ${pod.name} exited with ${pod.proc.exitCode}:\n${pod.output()}`);
       if (Date.now() > until) throw new Error(`pod ${pod.name} not ready after ${timeoutMs} ms:\n${pod.output()}`);
       await new Promise((r) => setTimeout(r, 100));
