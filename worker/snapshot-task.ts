@@ -43,7 +43,9 @@ export default async function snapshot({ source, dir, id, worker }: SnapshotTask
   const temp = `${target}.partial`;
   await rm(temp, { force: true });
   try {
-    const src = new Database(source, { readonly: true, fileMustExist: true });
+    // A reader can still meet SQLITE_BUSY in WAL mode (e.g. while the WAL index is rebuilt after a
+    // crash); wait for it rather than fail the backup. The timeout is SQLite's own, in milliseconds.
+    const src = new Database(source, { readonly: true, fileMustExist: true, timeout: 10_000 });
     try {
       src.prepare('VACUUM INTO ?').run(temp);
     } finally {
