@@ -10,7 +10,7 @@ import { startHttpEndpoints } from '../shared/http-server.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { adminApi, publicApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
 import { internalTlsOptions, publicServerTls, publicTlsOptions, workerChannelTls, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
@@ -43,6 +43,7 @@ const program = new Command('kv-gateway')
   .addOption(intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', 'KV_MIGRATION_RATE', 5000))
   .addOption(intOption('--backup-keep <n>', 'complete backup sets to keep; older ones are deleted after each successful backup (at least 1)', ENV.backupKeep, DEFAULTS.backupKeep))
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
+  .addOption(metricsOption())
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
   .showHelpAfterError();
@@ -64,6 +65,7 @@ const opts = program.opts<{
   backupKeep: number;
   shutdownGraceMs: number;
   migrationRate: number;
+  metrics: 'on' | 'off';
   logLevel: string;
   adminTokenFile?: string;
 } & PublicTlsSettings & InternalTlsSettings>();
@@ -96,7 +98,7 @@ async function main(): Promise<void> {
   let stopping = false;
   const server = new grpc.Server(publicServerOptions);
   const api = publicApi();
-  server.addService(strictService(api.KeyValueStore.service), kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs }));
+  server.addService(strictService(api.KeyValueStore.service), kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs, metricsOn: opts.metrics === 'on' }));
   server.addService(
     adminApi().Admin.service,
     adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate, authorize: (md) => adminAuth.check(md) }),
@@ -126,6 +128,7 @@ async function main(): Promise<void> {
       tls: publicTls.summary,
       internalTls: internalTls.summary,
       adminAuth: adminAuth.mode,
+      metrics: opts.metrics,
     },
     'gateway listening',
   );

@@ -4,7 +4,7 @@ import { LONG_LATENCY_BUCKETS, METRIC_PREFIX as P } from '../shared/metrics.js';
 
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 
-export const PUBLIC_METHODS = ['Put', 'Get', 'Delete', 'ListKeys', 'Backup'] as const;
+export const PUBLIC_METHODS = ['Put', 'Get', 'Delete', 'ListKeys', 'ListKeysPage', 'Backup'] as const;
 export type PublicMethod = (typeof PUBLIC_METHODS)[number];
 
 export function createGatewayMetrics(registry: Registry) {

@@ -15,6 +15,7 @@ export const DEFAULTS = {
   backupKeep: 7,
   sync: 'normal',
   logLevel: 'info',
+  metrics: 'on',
 } as const;
 
 export const ENV = {
@@ -44,6 +45,7 @@ export const ENV = {
   // The token itself has no flag: command lines are visible to every user through ps.
   adminToken: 'KV_ADMIN_TOKEN',
   adminTokenFile: 'KV_ADMIN_TOKEN_FILE',
+  metrics: 'KV_METRICS',
 } as const;
 
 export function intOption(flags: string, description: string, env: string, def?: number): Option {
@@ -66,4 +68,16 @@ export function logLevelOption(): Option {
 
 export function defaultBackupDir(dataDir: string): string {
   return `${dataDir.replace(/\/+$/, '')}/backups`;
+}
+
+/**
+ * Per-request metrics (request counters, latency histograms, per-worker routing counts) cost a few
+ * microseconds per call on the hot path; `off` skips them while /metrics keeps serving the process,
+ * up/down and size series. Measured by `npm run bench` (docs/performance.md).
+ */
+export function metricsOption(): Option {
+  return new Option('--metrics <on|off>', 'collect per-request metrics (off: only process, up/down and size series)')
+    .env(ENV.metrics)
+    .choices(['on', 'off'])
+    .default(DEFAULTS.metrics);
 }

@@ -10,9 +10,10 @@ import { workerServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
-import { workerApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption } from '../shared/settings.js';
+import { publicApi, workerApi } from '../shared/proto.js';
+import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
 import { internalTlsOptions, workerServerTls, type InternalTlsSettings } from '../shared/tls.js';
+import { directApi } from './direct-api.js';
 import { createWorkerMetrics } from './metrics.js';
 import { WorkerMembership } from './membership.js';
 import { WorkerService } from './service.js';
@@ -20,6 +21,7 @@ import { Snapshotter } from './snapshot.js';
 import { Store, type SyncMode } from './store.js';
 
 const WORKER_SERVICE = 'kvstore.internal.Worker';
+const PUBLIC_SERVICE = 'kvstore.KeyValueStore';
 const NAME_RULE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 const program = new Command('kv-worker')
@@ -33,6 +35,12 @@ const program = new Command('kv-worker')
   .addOption(new Option('--sync <mode>', 'durability: normal = survives process crash (WAL, fsync at checkpoint); full = fsync every commit (group commit per batch)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(intOption('--max-db-pages <pages>', 'cap on database pages (PRAGMA max_page_count); 0 = unlimited', 'KV_MAX_DB_PAGES', 0))
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
+  .addOption(
+    new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway')
+      .env('KV_DIRECT_API')
+      .default(false),
+  )
+  .addOption(metricsOption())
   .addOption(logLevelOption())
   .showHelpAfterError();
 for (const o of internalTlsOptions('worker')) program.addOption(o);
@@ -48,6 +56,8 @@ const opts = program.opts<{
   sync: SyncMode;
   maxDbPages: number;
   shutdownGraceMs: number;
+  directApi: boolean;
+  metrics: 'on' | 'off';
   logLevel: string;
 } & InternalTlsSettings>();
 
@@ -86,14 +96,23 @@ async function main(): Promise<void> {
   store.onOp = metrics.observeOp;
 
   const membership = new WorkerMembership(store, opts.name);
-  const service = new WorkerService(opts.name, store, snapshots, metrics, log, membership);
+  const metricsOn = opts.metrics === 'on';
+  const service = new WorkerService(opts.name, store, snapshots, metrics, log, membership, metricsOn);
   const server = new grpc.Server(workerServerOptions);
   server.addService(workerApi().Worker.service, service.implementation());
-  const health = addHealth(server, [WORKER_SERVICE]);
+  const services = [WORKER_SERVICE];
+  if (opts.directApi) {
+    server.addService(
+      publicApi().KeyValueStore.service,
+      directApi({ name: opts.name, store, snapshots, log, onBatch: metricsOn ? (ops, results, s) => service.recordBatch(ops, results, s) : undefined }),
+    );
+    services.push(PUBLIC_SERVICE);
+  }
+  const health = addHealth(server, services);
   const port = await bindServer(server, opts.host, opts.port, tls.credentials);
   let ready = true;
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
-  log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir, tls: tls.summary }, 'worker listening');
+  log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir, tls: tls.summary, directApi: opts.directApi, metrics: opts.metrics }, 'worker listening');
   // The supervisor (cli/start) learns the bound ports from this message when it forked us.
   process.send?.({ type: 'listening', name: opts.name, port, metricsPort: http.port });
 
@@ -103,7 +122,7 @@ async function main(): Promise<void> {
     stopping = true;
     ready = false;
     log.info({ signal }, 'worker draining');
-    setAllHealth(health, [WORKER_SERVICE], 'NOT_SERVING');
+    setAllHealth(health, services, 'NOT_SERVING');
     service.drain();
     const how = await drainServer(server, opts.shutdownGraceMs);
     await snapshots.close();
