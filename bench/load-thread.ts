@@ -1,0 +1,115 @@
+// One load-generator thread: a gRPC channel of its own and `concurrency` closed-loop clients, each
+// sending its next request as soon as the previous one answers. The main thread says when to start
+// counting (after a warm-up) and when to stop; latencies are recorded as microseconds.
+import { parentPort, workerData } from 'node:worker_threads';
+import * as grpc from '@grpc/grpc-js';
+import { publicClientOptions } from '../shared/grpc-options.js';
+import { publicApi } from '../shared/proto.js';
+import { MIX_PUT_SHARE, keyName, makeValue, type Workload } from './workload.js';
+
+export interface ThreadConfig {
+  address: string;
+  concurrency: number;
+  keys: number;
+  valueSize: number;
+  workload: Workload;
+  maxOps: number;
+  deadlineMs: number;
+  maxSamples: number;
+}
+
+export type ToThread = { cmd: 'start' } | { cmd: 'stop' };
+export type FromThread =
+  | { type: 'ready' }
+  | { type: 'progress'; ops: number; errors: number }
+  | { type: 'done'; ops: number; errors: Record<string, number>; notFound: number; samples: Float64Array; lastError: string };
+
+type Cb<T> = (err: grpc.ServiceError | null, res?: T) => void;
+interface KvClient extends grpc.Client {
+  Get(req: { key: string }, opts: grpc.CallOptions, cb: Cb<{ value: string }>): void;
+  Put(req: { key: string; value: string }, opts: grpc.CallOptions, cb: Cb<{ old_value: string }>): void;
+  Delete(req: { key: string }, opts: grpc.CallOptions, cb: Cb<object>): void;
+  ListKeys(req: object, opts: grpc.CallOptions, cb: Cb<{ keys: string[] }>): void;
+}
+
+const cfg = workerData as ThreadConfig;
+const port = parentPort!;
+const Ctor = publicApi().KeyValueStore;
+const client = new Ctor(cfg.address, grpc.credentials.createInsecure(), publicClientOptions) as unknown as KvClient;
+const value = makeValue(cfg.valueSize, 1);
+
+let measuring = false;
+let stopped = false;
+let ops = 0;
+let errorCount = 0;
+let notFound = 0;
+let lastError = '';
+const errors: Record<string, number> = {};
+const samples = new Float64Array(cfg.maxSamples);
+let nSamples = 0;
+
+function send(cb: Cb<unknown>): void {
+  const key = keyName(Math.floor(Math.random() * cfg.keys));
+  const opts = { deadline: Date.now() + cfg.deadlineMs };
+  switch (cfg.workload) {
+    case 'get':
+      return client.Get({ key }, opts, cb);
+    case 'put':
+      return client.Put({ key, value }, opts, cb);
+    case 'delete':
+      return client.Delete({ key }, opts, cb);
+    case 'listkeys':
+      return client.ListKeys({}, opts, cb);
+    default:
+      // mix, and the load that runs during a backup
+      if (Math.random() < MIX_PUT_SHARE) return client.Put({ key, value }, opts, cb);
+      return client.Get({ key }, opts, cb);
+  }
+}
+
+function loop(): Promise<void> {
+  return new Promise((resolve) => {
+    const next = (): void => {
+      if (stopped || ops >= cfg.maxOps) return resolve();
+      const t0 = performance.now();
+      send((err) => {
+        if (measuring) {
+          ops++;
+          if (nSamples < samples.length) samples[nSamples++] = (performance.now() - t0) * 1000;
+          if (err) {
+            // NOT_FOUND is an answer (a Get of a deleted key), not a failure of the store.
+            if (err.code === grpc.status.NOT_FOUND) notFound++;
+            else {
+              errorCount++;
+              const name = grpc.status[err.code] ?? String(err.code);
+              errors[name] = (errors[name] ?? 0) + 1;
+              lastError = err.details ?? err.message;
+            }
+          }
+        }
+        next();
+      });
+    };
+    next();
+  });
+}
+
+port.on('message', (msg: ToThread) => {
+  if (msg.cmd === 'start') measuring = true;
+  else if (msg.cmd === 'stop') {
+    measuring = false;
+    stopped = true;
+  }
+});
+
+client.waitForReady(Date.now() + 30_000, (err) => {
+  if (err) throw new Error(`cannot reach ${cfg.address}: ${err.message}`);
+  port.postMessage({ type: 'ready' } satisfies FromThread);
+  const progress = setInterval(() => port.postMessage({ type: 'progress', ops, errors: errorCount } satisfies FromThread), 500);
+  void Promise.all(Array.from({ length: cfg.concurrency }, loop)).then(() => {
+    clearInterval(progress);
+    const out = samples.slice(0, nSamples);
+    port.postMessage({ type: 'done', ops, errors, notFound, samples: out, lastError } satisfies FromThread, [out.buffer]);
+    client.close();
+  });
+});

@@ -1,0 +1,344 @@
+#!/usr/bin/env node
+// `npm run bench`: starts the store (gateway + N workers) and a worker serving the public API directly,
+// preloads keys, and drives both with the same closed-loop load, phase by phase and interleaved, so
+// every gateway figure has its no-gateway baseline from the same run. See docs/performance.md.
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { Command, Option } from 'commander';
+import { publicClientOptions } from '../shared/grpc-options.js';
+import { publicApi } from '../shared/proto.js';
+import { runLoad, type LoadSpec } from './load.js';
+import { cpuSeconds, peakRssMiB, rssMiB } from './procstat.js';
+import { writeReport, toMarkdown, type Comparison, type Phase, type Report, type Target } from './report.js';
+import { startDirectWorker, startGatewayCluster, type ServerOptions, type ServerSet } from './servers.js';
+import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
+
+const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean);
+const int = (raw: string): number => {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`expected a non-negative number, got "${raw}"`);
+  return n;
+};
+
+const program = new Command('kv-bench')
+  .description('Closed-loop benchmark of kvstore: through the gateway and straight to one worker, in one run')
+  .option('--address <host:port>', 'benchmark a running store instead of starting one (no direct baseline, no server CPU)')
+  .option('--workers <n>', 'workers behind the gateway', int, 3)
+  .option('--workloads <list>', `comma-separated, run in this order: ${WORKLOADS.join(', ')}`, 'get,put,mix,listkeys,backup,delete')
+  .option('--concurrency <list>', 'closed-loop clients, comma-separated levels', '8,64')
+  .option('--duration <s>', 'measured seconds per phase', int, 10)
+  .option('--warmup <s>', 'unmeasured seconds before each phase', int, 2)
+  .option('--keys <n>', 'key space, preloaded before the run', int, 100_000)
+  .option('--value-size <bytes>', 'value size (0-2048)', int, 100)
+  .option('--threads <n>', 'load-generator threads', int, 2)
+  .addOption(new Option('--sync <mode>', 'worker durability for the main phases').choices(['normal', 'full']).default('normal'))
+  .addOption(new Option('--metrics <on|off>', 'per-request metrics on the servers for the main phases').choices(['on', 'off']).default('on'))
+  .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
+  .option('--compare-sync', 'also run put and mix at the highest concurrency with --sync full on both targets')
+  .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)')
+  .option('--no-direct', 'skip the direct-worker baseline')
+  .option('--cpu-prof <dir>', 'run the servers under node --cpu-prof, profiles written to <dir>')
+  .option('--quick', 'smoke test: ~2,000 keys, 2 s phases, concurrency 8, no comparisons (a few seconds per phase)')
+  .option('--out <dir>', 'where the JSON and Markdown reports go', fileURLToPath(new URL('../../bench/results', import.meta.url)))
+  .showHelpAfterError();
+
+program.parse();
+const o = program.opts<{
+  address?: string;
+  workers: number;
+  workloads: string;
+  concurrency: string;
+  duration: number;
+  warmup: number;
+  keys: number;
+  valueSize: number;
+  threads: number;
+  sync: 'normal' | 'full';
+  metrics: 'on' | 'off';
+  compareMetrics?: boolean;
+  compareSync?: boolean;
+  scale?: string;
+  direct: boolean;
+  cpuProf?: string;
+  quick?: boolean;
+  out: string;
+}>();
+
+if (o.quick) {
+  Object.assign(o, { duration: 2, warmup: 0.5, keys: Math.min(o.keys, 2000), concurrency: '8', compareMetrics: false, compareSync: false, scale: undefined });
+  if (program.getOptionValueSource('workloads') === 'default') o.workloads = 'get,put,mix,listkeys,backup';
+}
+const workloads = list(o.workloads).map((w) => {
+  if (!(WORKLOADS as readonly string[]).includes(w)) throw new Error(`unknown workload "${w}" (choose from ${WORKLOADS.join(', ')})`);
+  return w as Workload;
+});
+const levels = list(o.concurrency).map(int).filter((c) => c > 0);
+if (o.valueSize > 2048) throw new Error('--value-size must be at most 2048');
+const maxLevel = Math.max(...levels);
+
+const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
+const dataDir = mkdtempSync(join(tmpdir(), 'kvbench-'));
+const running: ServerSet[] = [];
+const phases: Phase[] = [];
+
+async function cleanup(): Promise<void> {
+  await Promise.all(running.splice(0).map((s) => s.stop().catch(() => undefined)));
+  rmSync(dataDir, { recursive: true, force: true });
+}
+process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+
+function serverOptions(over: Partial<ServerOptions> = {}): ServerOptions {
+  const env = o.cpuProf ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${o.cpuProf}` } : undefined;
+  return { dataDir, workers: o.workers, keys: o.keys, valueSize: o.valueSize, sync: o.sync, metrics: o.metrics, env, ...over };
+}
+
+async function up(kind: 'gateway' | 'direct', opts: ServerOptions): Promise<ServerSet> {
+  const t0 = Date.now();
+  const set = kind === 'gateway' ? await startGatewayCluster(opts) : await startDirectWorker(opts);
+  running.push(set);
+  log(`started ${kind} (${opts.keys} keys, sync ${opts.sync}, metrics ${opts.metrics}) at ${set.address} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${set.processes.map((p) => `${p.name}=${p.pid}`).join(' ')}`);
+  return set;
+}
+
+async function down(set: ServerSet): Promise<void> {
+  running.splice(running.indexOf(set), 1);
+  await set.stop();
+}
+
+/** One phase against one target, with the servers' CPU read at the start and end of counting. */
+async function phase(target: string, set: ServerSet | undefined, address: string, workload: Workload, concurrency: number, keys: number): Promise<Phase> {
+  const procs = set?.processes ?? [];
+  let cpu0: number[] = [];
+  let cpu1: number[] = [];
+  const listing = workload === 'listkeys';
+  const spec: LoadSpec = {
+    address,
+    // backup: the mix load runs while one Backup call snapshots every worker.
+    workload: workload === 'backup' ? 'mix' : workload,
+    // One ListKeys at a time: it is a whole-store scan; its time and memory are the point, not its rate.
+    concurrency: listing ? 1 : concurrency,
+    threads: listing ? 1 : o.threads,
+    keys,
+    valueSize: o.valueSize,
+    warmupMs: listing ? 0 : o.warmup * 1000,
+    durationMs: o.duration * 1000,
+    maxOpsPerThread: 50_000_000,
+    deadlineMs: listing ? 120_000 : 10_000,
+  };
+  let backup: Promise<{ seconds: number; ok: boolean; message: string }> | undefined;
+  const label = `[${target} ${workload} c=${spec.concurrency} keys=${keys}]`;
+  const result = await runLoad(spec, {
+    onStart: () => {
+      cpu0 = procs.map((p) => cpuSeconds(p.pid));
+      if (workload === 'backup') backup = callBackup(address);
+    },
+    onStop: () => {
+      cpu1 = procs.map((p) => cpuSeconds(p.pid));
+    },
+    onProgress: (ops, errors, elapsed) => log(`${label} ${(elapsed / 1000).toFixed(0)} s: ${ops} ops, ${(ops / (elapsed / 1000)).toFixed(0)}/s, ${errors} errors`),
+  });
+  const servers = procs.map((p, i) => {
+    const cpu = cpu1[i] - cpu0[i];
+    return { name: p.name, pid: p.pid, cpuSeconds: cpu, cpuUsPerOp: (cpu / result.ops) * 1e6, peakRssMiB: peakRssMiB(p.pid), rssMiB: rssMiB(p.pid) };
+  });
+  const serverCpu = servers.reduce((n, s) => n + s.cpuSeconds, 0);
+  const p: Phase = {
+    target,
+    workload,
+    concurrency: spec.concurrency,
+    keys,
+    result,
+    servers,
+    serverCpuUsPerOp: procs.length > 0 ? (serverCpu / result.ops) * 1e6 : Number.NaN,
+    loadgenCpuUsPerOp: (result.loadgenCpuSeconds / result.ops) * 1e6,
+  };
+  if (workload === 'backup' && backup) {
+    const b = await backup;
+    const bytes = set ? backupBytes(set) : Number.NaN;
+    p.extra = { backupOk: b.ok, backupSeconds: b.seconds, backupMiB: bytes / 2 ** 20, backupMiBPerSec: bytes / 2 ** 20 / b.seconds };
+    if (!b.ok) log(`${label} backup failed: ${b.message}`);
+  }
+  if (listing) {
+    const gw = servers[0];
+    p.extra = { listKeysSecondsP50: result.latencyUs.p50 / 1e6, calls: result.ops, peakRssMiBFirstProcess: gw?.peakRssMiB ?? Number.NaN };
+  }
+  const l = result.latencyUs;
+  log(`${label} done: ${result.opsPerSec.toFixed(0)} ops/s, p50 ${(l.p50 / 1000).toFixed(2)} ms, p99 ${(l.p99 / 1000).toFixed(2)} ms, ` +
+    `${result.errors} errors${result.errors ? ` (${result.lastError})` : ''}, server CPU ${p.serverCpuUsPerOp.toFixed(1)} µs/op`);
+  phases.push(p);
+  return p;
+}
+
+function callBackup(address: string): Promise<{ seconds: number; ok: boolean; message: string }> {
+  const Ctor = publicApi().KeyValueStore;
+  const client = new Ctor(address, grpc.credentials.createInsecure(), publicClientOptions) as unknown as {
+    Backup(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { success: boolean; message: string }) => void): void;
+    close(): void;
+  };
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    client.Backup({}, { deadline: Date.now() + 600_000 }, (err, res) => {
+      client.close();
+      resolve({ seconds: (performance.now() - t0) / 1000, ok: !err && !!res?.success, message: err ? err.message : (res?.message ?? '') });
+    });
+  });
+}
+
+/** Bytes of every snapshot file the servers wrote under the data folder. */
+function backupBytes(set: ServerSet): number {
+  void set;
+  let total = 0;
+  const walk = (dir: string): void => {
+    if (!existsSync(dir)) return;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.sqlite') && p.includes('/backups/')) total += statSync(p).size;
+    }
+  };
+  walk(dataDir);
+  // Each backup phase measures the newest set only: earlier sets are removed after being counted.
+  rmSync(join(dataDir, 'cluster', 'backups'), { recursive: true, force: true });
+  rmSync(join(dataDir, 'direct', 'backups'), { recursive: true, force: true });
+  return total;
+}
+
+async function preloadRemote(address: string, keys: number): Promise<void> {
+  const Ctor = publicApi().KeyValueStore;
+  const client = new Ctor(address, grpc.credentials.createInsecure(), publicClientOptions) as unknown as {
+    Put(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null) => void): void;
+    close(): void;
+  };
+  const value = makeValue(o.valueSize);
+  let next = 0;
+  const one = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const step = (): void => {
+        if (next >= keys) return resolve();
+        client.Put({ key: keyName(next++), value }, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : step()));
+      };
+      step();
+    });
+  await Promise.all(Array.from({ length: 64 }, one));
+  client.close();
+}
+
+function compare(variant: string, a: Phase | undefined, b: Phase | undefined): Comparison | undefined {
+  if (!a || !b) return undefined;
+  return {
+    variant,
+    workload: a.workload,
+    concurrency: a.concurrency,
+    opsRatio: a.result.opsPerSec / b.result.opsPerSec,
+    cpuPerOpRatio: a.serverCpuUsPerOp / b.serverCpuUsPerOp,
+    p99Ratio: a.result.latencyUs.p99 / b.result.latencyUs.p99,
+  };
+}
+
+async function main(): Promise<void> {
+  const comparisons: Comparison[] = [];
+  const started = new Date().toISOString();
+  const find = (target: string, workload: string, c: number, keys = o.keys): Phase | undefined =>
+    phases.find((p) => p.target === target && p.workload === workload && p.concurrency === c && p.keys === keys);
+
+  if (o.address) {
+    log(`preloading ${o.keys} keys into ${o.address} over gRPC`);
+    await preloadRemote(o.address, o.keys);
+    for (const w of workloads) for (const c of w === 'listkeys' ? [1] : levels) await phase('remote', undefined, o.address, w, c, o.keys);
+  } else {
+    const gw = await up('gateway', serverOptions());
+    const direct = o.direct ? await up('direct', serverOptions()) : undefined;
+    // Interleaved per phase: the machine's background noise drifts, so neighbours compare best.
+    for (const w of workloads) {
+      for (const c of w === 'listkeys' ? [1] : levels) {
+        await phase('gateway', gw, gw.address, w, c, o.keys);
+        if (direct) await phase('direct', direct, direct.address, w, c, o.keys);
+        const cmp = compare('gateway ÷ direct', find('gateway', w, c), find('direct', w, c));
+        if (cmp) comparisons.push(cmp);
+      }
+    }
+    await down(gw);
+    if (direct) await down(direct);
+
+    const variant = async (name: string, over: Partial<ServerOptions>, variantWorkloads: Workload[]): Promise<void> => {
+      const g = await up('gateway', serverOptions(over));
+      const d = o.direct ? await up('direct', serverOptions(over)) : undefined;
+      for (const w of variantWorkloads) {
+        await phase(`gateway/${name}`, g, g.address, w, maxLevel, o.keys);
+        if (d) await phase(`direct/${name}`, d, d.address, w, maxLevel, o.keys);
+        for (const t of ['gateway', 'direct']) {
+          const cmp = compare(`${t}/${name} ÷ ${t}`, find(`${t}/${name}`, w, maxLevel), find(t, w, maxLevel));
+          if (cmp) comparisons.push(cmp);
+        }
+        const cmp = compare(`gateway/${name} ÷ direct/${name}`, find(`gateway/${name}`, w, maxLevel), find(`direct/${name}`, w, maxLevel));
+        if (cmp) comparisons.push(cmp);
+      }
+      await down(g);
+      if (d) await down(d);
+    };
+    if (o.compareMetrics) await variant('metrics-off', { metrics: 'off' }, ['mix']);
+    if (o.compareSync) await variant('sync-full', { sync: 'full' }, ['put', 'mix']);
+
+    for (const keys of o.scale ? list(o.scale).map(int) : []) {
+      const g = await up('gateway', serverOptions({ keys }));
+      await phase('gateway', g, g.address, 'mix', maxLevel, keys);
+      await phase('gateway', g, g.address, 'listkeys', 1, keys);
+      await down(g);
+      if (o.direct) {
+        const d = await up('direct', serverOptions({ keys }));
+        await phase('direct', d, d.address, 'mix', maxLevel, keys);
+        await phase('direct', d, d.address, 'listkeys', 1, keys);
+        await down(d);
+      }
+    }
+  }
+
+  const targets: Target[] = [];
+  const mix = comparisons.find((c) => c.variant === 'gateway ÷ direct' && c.workload === 'mix' && c.concurrency === 64);
+  if (mix) {
+    targets.push({ name: 'mix c=64: gateway ops/s ÷ direct', measured: mix.opsRatio, limit: '≥ 0.9', met: mix.opsRatio >= 0.9 });
+    targets.push({ name: 'mix c=64: gateway server CPU/op ÷ direct', measured: mix.cpuPerOpRatio, limit: '≤ 1.25', met: mix.cpuPerOpRatio <= 1.25 });
+  }
+  for (const c of [8, 64]) {
+    const m = comparisons.find((x) => x.variant === 'gateway ÷ direct' && x.workload === 'mix' && x.concurrency === c);
+    if (m) targets.push({ name: `mix c=${c}: gateway p99 ÷ direct`, measured: m.p99Ratio, limit: '≤ 1.25', met: m.p99Ratio <= 1.25 });
+  }
+  const cpuList = cpus();
+  const report: Report = {
+    meta: {
+      date: started,
+      command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+      node: process.version,
+      cpus: cpuList.length,
+      cpuModel: cpuList[0]?.model ?? 'unknown',
+      workers: o.workers,
+      keys: o.keys,
+      valueSize: o.valueSize,
+      threads: o.threads,
+      durationS: o.duration,
+      warmupS: o.warmup,
+      concurrency: levels,
+      workloads,
+      sync: o.sync,
+      metrics: o.metrics,
+      address: o.address ?? null,
+    },
+    phases,
+    comparisons,
+    targets,
+  };
+  const files = writeReport(o.out, report);
+  process.stdout.write(toMarkdown(report));
+  log(`report: ${files.json}\n        ${files.md}`);
+}
+
+main()
+  .then(cleanup)
+  .catch(async (err: unknown) => {
+    log(`bench failed: ${(err as Error).stack ?? String(err)}`);
+    await cleanup();
+    process.exit(1);
+  });

@@ -1,0 +1,98 @@
+// The report: one JSON document for machines and the same numbers as Markdown tables for people.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { LoadResult } from './load.js';
+
+export interface ProcessCost {
+  name: string;
+  pid: number;
+  cpuSeconds: number;
+  cpuUsPerOp: number;
+  peakRssMiB: number;
+  rssMiB: number;
+}
+
+export interface Phase {
+  /** gateway | direct, plus a variant (e.g. "gateway/metrics-off", "direct/sync-full"). */
+  target: string;
+  workload: string;
+  concurrency: number;
+  keys: number;
+  result: LoadResult;
+  servers: ProcessCost[];
+  serverCpuUsPerOp: number;
+  loadgenCpuUsPerOp: number;
+  extra?: Record<string, number | string | boolean>;
+}
+
+export interface Comparison {
+  variant: string;
+  workload: string;
+  concurrency: number;
+  opsRatio: number;
+  cpuPerOpRatio: number;
+  p99Ratio: number;
+}
+
+export interface Target {
+  name: string;
+  measured: number;
+  limit: string;
+  met: boolean;
+}
+
+export interface Report {
+  meta: Record<string, unknown>;
+  phases: Phase[];
+  comparisons: Comparison[];
+  targets: Target[];
+}
+
+const f = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+const ms = (us: number): string => (us / 1000).toFixed(2);
+
+export function toMarkdown(r: Report): string {
+  const lines: string[] = [];
+  lines.push(`# kvstore benchmark ${String(r.meta.date)}`, '');
+  lines.push(`\`${String(r.meta.command)}\``, '');
+  lines.push(`Machine: ${String(r.meta.cpus)} CPUs (${String(r.meta.cpuModel)}), Node ${String(r.meta.node)}. ` +
+    `Load: ${String(r.meta.threads)} load threads, ${String(r.meta.durationS)} s per phase after ${String(r.meta.warmupS)} s warm-up, ` +
+    `${String(r.meta.keys)} keys, ${String(r.meta.valueSize)}-byte values, ${String(r.meta.workers)} workers behind the gateway.`, '');
+  lines.push('## Phases', '');
+  lines.push('| target | workload | conc | keys | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU µs/op | loadgen CPU µs/op | per process: CPU µs/op, peak RSS MiB |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  for (const p of r.phases) {
+    const l = p.result.latencyUs;
+    const per = p.servers.map((s) => `${s.name} ${f(s.cpuUsPerOp, 1)}, ${f(s.peakRssMiB)}`).join('; ');
+    lines.push(`| ${p.target} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${f(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${per} |`);
+  }
+  const extras = r.phases.filter((p) => p.extra);
+  if (extras.length > 0) {
+    lines.push('', '## Backup and listing', '');
+    for (const p of extras) {
+      lines.push(`- ${p.target} ${p.workload} (${p.keys} keys): ${Object.entries(p.extra!).map(([k, v]) => `${k} ${typeof v === 'number' ? f(v, 2) : String(v)}`).join(', ')}`);
+    }
+  }
+  if (r.comparisons.length > 0) {
+    lines.push('', '## Ratios (first target ÷ second, same run)', '');
+    lines.push('| comparison | workload | conc | ops/s ratio | server CPU/op ratio | p99 ratio |', '|---|---|---:|---:|---:|---:|');
+    for (const c of r.comparisons) {
+      lines.push(`| ${c.variant} | ${c.workload} | ${c.concurrency} | ${f(c.opsRatio, 2)} | ${f(c.cpuPerOpRatio, 2)} | ${f(c.p99Ratio, 2)} |`);
+    }
+  }
+  if (r.targets.length > 0) {
+    lines.push('', '## Targets (issue 8)', '', '| target | measured | limit | met |', '|---|---:|---|---|');
+    for (const t of r.targets) lines.push(`| ${t.name} | ${f(t.measured, 2)} | ${t.limit} | ${t.met ? 'yes' : 'NO'} |`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function writeReport(dir: string, r: Report): { json: string; md: string } {
+  mkdirSync(dir, { recursive: true });
+  const stamp = String(r.meta.date).replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const json = join(dir, `bench-${stamp}.json`);
+  const md = join(dir, `bench-${stamp}.md`);
+  writeFileSync(json, JSON.stringify(r, null, 2) + '\n');
+  writeFileSync(md, toMarkdown(r));
+  return { json, md };
+}

@@ -1,0 +1,139 @@
+// Starts the processes under test: N workers and a gateway (the store as `npm start` runs it), and
+// one more worker serving the public API directly (`--direct-api`) for the no-gateway baseline.
+// Databases are preloaded through the worker's own Store class before the servers start, because a
+// million single-key Puts over gRPC would take minutes and measure nothing we report.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ring } from '../gateway/ring.js';
+import { OpType, type Op } from '../shared/proto.js';
+import { Store } from '../worker/store.js';
+import { keyName, makeValue } from './workload.js';
+
+export interface ServerProcess {
+  name: string;
+  pid: number;
+  port: number;
+  stop(): Promise<void>;
+}
+
+export interface ServerSet {
+  address: string;
+  processes: ServerProcess[];
+  stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  dataDir: string;
+  workers: number;
+  keys: number;
+  valueSize: number;
+  sync: 'normal' | 'full';
+  metrics: 'on' | 'off';
+  /** Extra environment for the servers (e.g. a profiling NODE_OPTIONS). */
+  env?: NodeJS.ProcessEnv;
+}
+
+const script = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
+const STOP_TIMEOUT_MS = 15_000;
+
+function start(name: string, file: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = fork(file, args, {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      env: { ...process.env, ...env },
+    });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.once('exit', (code, signal) => reject(new Error(`${name} exited before listening (code ${code}, signal ${signal}): ${stderr}`)));
+    child.on('message', (m: { type?: string; port?: number }) => {
+      if (m?.type !== 'listening') return;
+      resolve({
+        name,
+        pid: child.pid!,
+        port: m.port!,
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+          child.kill('SIGTERM');
+          await exited;
+          clearTimeout(timer);
+        },
+      });
+    });
+  });
+}
+
+/** Writes `indices` into `file` in transactions of 10,000 rows. */
+function preload(file: string, indices: Iterable<number>, valueSize: number): void {
+  const store = new Store(file, { sync: 'normal' });
+  try {
+    const value = makeValue(valueSize);
+    let ops: Op[] = [];
+    for (const i of indices) {
+      ops.push({ id: 0, type: OpType.PUT, key: keyName(i), value });
+      if (ops.length === 10_000) {
+        store.applyBatch(ops);
+        ops = [];
+      }
+    }
+    if (ops.length > 0) store.applyBatch(ops);
+  } finally {
+    store.close();
+  }
+}
+
+const commonArgs = (o: ServerOptions, dir: string): string[] => [
+  '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir, '--log-level', 'warn', '--metrics', o.metrics,
+];
+
+/** N workers behind a gateway, keys placed on the worker the ring gives them. */
+export async function startGatewayCluster(o: ServerOptions): Promise<ServerSet> {
+  const dir = join(o.dataDir, 'cluster');
+  mkdirSync(dir, { recursive: true });
+  const names = Array.from({ length: o.workers }, (_, i) => `worker-${i}`);
+  const ring = new Ring(names);
+  const owned = new Map<string, number[]>(names.map((n) => [n, []]));
+  for (let i = 0; i < o.keys; i++) owned.get(ring.owner(keyName(i)))!.push(i);
+  for (const n of names) preload(join(dir, `${n}.sqlite`), owned.get(n)!, o.valueSize);
+  const started: ServerProcess[] = [];
+  try {
+    const workers = await Promise.all(
+      names.map((n) => start(n, script('../worker/main.js'), ['--name', n, '--sync', o.sync, ...commonArgs(o, dir)], o.env)),
+    );
+    started.push(...workers);
+    const members = workers.map((w) => `${w.name}=127.0.0.1:${w.port}`).join(',');
+    const gateway = await start('gateway', script('../gateway/main.js'), ['--members', members, ...commonArgs(o, dir)], o.env);
+    started.unshift(gateway);
+  } catch (err) {
+    await Promise.all(started.map((p) => p.stop()));
+    throw err;
+  }
+  return {
+    address: `127.0.0.1:${started[0].port}`,
+    processes: started,
+    // Gateway first, so it drains while the workers can still answer.
+    stop: async () => {
+      await started[0].stop();
+      await Promise.all(started.slice(1).map((p) => p.stop()));
+    },
+  };
+}
+
+/** One worker holding every key and serving the public API itself: the no-gateway baseline. */
+export async function startDirectWorker(o: ServerOptions): Promise<ServerSet> {
+  const dir = join(o.dataDir, 'direct');
+  mkdirSync(dir, { recursive: true });
+  const name = 'direct-0';
+  preload(join(dir, `${name}.sqlite`), range(o.keys), o.valueSize);
+  const w = await start(name, script('../worker/main.js'), ['--name', name, '--sync', o.sync, '--direct-api', ...commonArgs(o, dir)], o.env);
+  return { address: `127.0.0.1:${w.port}`, processes: [w], stop: () => w.stop() };
+}
+
+function* range(n: number): Iterable<number> {
+  for (let i = 0; i < n; i++) yield i;
+}
