@@ -91,8 +91,8 @@ async function cleanup(): Promise<void> {
 process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
 
 function serverOptions(over: Partial<ServerOptions> = {}): ServerOptions {
-  const env = o.cpuProf ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${o.cpuProf}` } : undefined;
-  return { dataDir, workers: o.workers, keys: o.keys, valueSize: o.valueSize, sync: o.sync, metrics: o.metrics, env, ...over };
+  const execArgv = o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}`] : undefined;
+  return { dataDir, workers: o.workers, keys: o.keys, valueSize: o.valueSize, sync: o.sync, metrics: o.metrics, execArgv, ...over };
 }
 
 async function up(kind: 'gateway' | 'direct', opts: ServerOptions): Promise<ServerSet> {

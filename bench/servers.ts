@@ -3,7 +3,7 @@
 // Databases are preloaded through the worker's own Store class before the servers start, because a
 // million single-key Puts over gRPC would take minutes and measure nothing we report.
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ring } from '../gateway/ring.js';
@@ -31,18 +31,22 @@ export interface ServerOptions {
   valueSize: number;
   sync: 'normal' | 'full';
   metrics: 'on' | 'off';
-  /** Extra environment for the servers (e.g. a profiling NODE_OPTIONS). */
-  env?: NodeJS.ProcessEnv;
+  /** Extra node flags for the servers (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
+  execArgv?: string[];
 }
 
-const script = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
+// Compiled, this file runs from dist/bench; under vitest it runs from bench/ and the servers are in dist/.
+const script = (rel: string): string => {
+  const compiled = fileURLToPath(new URL(rel, import.meta.url));
+  return existsSync(compiled) ? compiled : fileURLToPath(new URL(`../dist/${rel.replace(/^\.\.\//, '')}`, import.meta.url));
+};
 const STOP_TIMEOUT_MS = 15_000;
 
-function start(name: string, file: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+function start(name: string, file: string, args: string[], execArgv: string[] = []): Promise<ServerProcess> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(file, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      env: { ...process.env, ...env },
+      execArgv,
     });
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => {
@@ -103,11 +107,11 @@ export async function startGatewayCluster(o: ServerOptions): Promise<ServerSet> 
   const started: ServerProcess[] = [];
   try {
     const workers = await Promise.all(
-      names.map((n) => start(n, script('../worker/main.js'), ['--name', n, '--sync', o.sync, ...commonArgs(o, dir)], o.env)),
+      names.map((n) => start(n, script('../worker/main.js'), ['--name', n, '--sync', o.sync, ...commonArgs(o, dir)], o.execArgv)),
     );
     started.push(...workers);
     const members = workers.map((w) => `${w.name}=127.0.0.1:${w.port}`).join(',');
-    const gateway = await start('gateway', script('../gateway/main.js'), ['--members', members, ...commonArgs(o, dir)], o.env);
+    const gateway = await start('gateway', script('../gateway/main.js'), ['--members', members, ...commonArgs(o, dir)], o.execArgv);
     started.unshift(gateway);
   } catch (err) {
     await Promise.all(started.map((p) => p.stop()));
@@ -130,7 +134,7 @@ export async function startDirectWorker(o: ServerOptions): Promise<ServerSet> {
   mkdirSync(dir, { recursive: true });
   const name = 'direct-0';
   preload(join(dir, `${name}.sqlite`), range(o.keys), o.valueSize);
-  const w = await start(name, script('../worker/main.js'), ['--name', name, '--sync', o.sync, '--direct-api', ...commonArgs(o, dir)], o.env);
+  const w = await start(name, script('../worker/main.js'), ['--name', name, '--sync', o.sync, '--direct-api', ...commonArgs(o, dir)], o.execArgv);
   return { address: `127.0.0.1:${w.port}`, processes: [w], stop: () => w.stop() };
 }
 

@@ -1,0 +1,63 @@
+// Runs `npm run bench -- --quick` against real gateway and worker processes and checks that the
+// report is complete and its numbers are sane. Never asserts a speed: the machine is shared and noisy.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Report } from '../bench/report.js';
+
+const BENCH = fileURLToPath(new URL('../dist/bench/main.js', import.meta.url));
+const out = mkdtempSync(join(tmpdir(), 'kvbench-test-'));
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+describe('npm run bench -- --quick', () => {
+  it('writes a JSON and Markdown report with non-zero figures for the gateway and the direct worker', async () => {
+    const stderr = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [BENCH, '--quick', '--duration', '1', '--out', out], { timeout: 170_000, maxBuffer: 16 * 1024 * 1024 }, (err, _stdout, se) =>
+        err ? reject(new Error(`bench failed: ${err.message}\n${se}`)) : resolve(se),
+      );
+    });
+    expect(stderr).toMatch(/ops\/s/); // progress and phase lines went to stderr
+    const files = readdirSync(out);
+    const json = files.find((f) => f.endsWith('.json'));
+    expect(json, `files: ${files.join(', ')}`).toBeDefined();
+    expect(files.some((f) => f.endsWith('.md'))).toBe(true);
+    const report = JSON.parse(readFileSync(join(out, json!), 'utf8')) as Report;
+
+    const targets = new Set(report.phases.map((p) => p.target));
+    expect(targets).toEqual(new Set(['gateway', 'direct']));
+    const workloads = new Set(report.phases.map((p) => p.workload));
+    for (const w of ['get', 'put', 'mix', 'listkeys', 'backup']) expect(workloads).toContain(w);
+
+    for (const p of report.phases) {
+      const where = `${p.target} ${p.workload}`;
+      expect(p.result.ops, where).toBeGreaterThan(0);
+      expect(p.result.opsPerSec, where).toBeGreaterThan(0);
+      expect(p.result.errors, `${where}: ${p.result.lastError}`).toBe(0);
+      const l = p.result.latencyUs;
+      expect(l.p50, where).toBeGreaterThan(0);
+      expect(l.p90, where).toBeGreaterThanOrEqual(l.p50);
+      expect(l.p99, where).toBeGreaterThanOrEqual(l.p90);
+      expect(l.p999, where).toBeGreaterThanOrEqual(l.p99);
+      expect(p.servers.length, where).toBe(p.target === 'gateway' ? 4 : 1);
+      for (const s of p.servers) {
+        expect(s.pid, where).toBeGreaterThan(0);
+        expect(Number.isFinite(s.cpuUsPerOp) && s.cpuUsPerOp >= 0, `${where} ${s.name} cpu ${s.cpuUsPerOp}`).toBe(true);
+        expect(s.peakRssMiB, `${where} ${s.name}`).toBeGreaterThan(0);
+      }
+      expect(p.serverCpuUsPerOp, where).toBeGreaterThan(0);
+    }
+    for (const p of report.phases.filter((x) => x.workload === 'backup')) {
+      expect(p.extra?.backupOk, p.target).toBe(true);
+      expect(p.extra?.backupMiB as number, p.target).toBeGreaterThan(0);
+    }
+    const mix = report.comparisons.find((c) => c.workload === 'mix' && c.variant === 'gateway ÷ direct');
+    expect(mix).toBeDefined();
+    expect(mix!.opsRatio).toBeGreaterThan(0);
+    expect(mix!.cpuPerOpRatio).toBeGreaterThan(0);
+    expect(mix!.p99Ratio).toBeGreaterThan(0);
+    expect(report.targets.length).toBeGreaterThan(0);
+  }, 180_000);
+});
