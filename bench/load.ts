@@ -17,6 +17,8 @@ export interface LoadSpec {
   /** Upper bound on requests per thread, so a load loop always ends even if the clock misbehaves. */
   maxOpsPerThread: number;
   deadlineMs: number;
+  /** Wait for calls in flight at the end before reading CPU (slow calls such as ListKeys). */
+  drain?: boolean;
 }
 
 export interface LoadResult {
@@ -92,6 +94,7 @@ export async function runLoad(spec: LoadSpec, hooks: PhaseHooks = {}): Promise<L
     }, 1000);
     await sleep(spec.durationMs);
     tell({ cmd: 'stop' });
+    if (spec.drain) await Promise.all(done);
     const seconds = (performance.now() - t0) / 1000;
     hooks.onStop?.();
     const cpu = process.cpuUsage(cpu0);

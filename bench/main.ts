@@ -3,7 +3,7 @@
 // preloads keys, and drives both with the same closed-loop load, phase by phase and interleaved, so
 // every gateway figure has its no-gateway baseline from the same run. See docs/performance.md.
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -109,7 +109,7 @@ async function down(set: ServerSet): Promise<void> {
 }
 
 /** One phase against one target, with the servers' CPU read at the start and end of counting. */
-async function phase(target: string, set: ServerSet | undefined, address: string, workload: Workload, concurrency: number, keys: number): Promise<Phase> {
+async function phase(target: string, set: ServerSet | undefined, address: string, workload: Workload, concurrency: number, keys: number, note?: string): Promise<Phase> {
   const procs = set?.processes ?? [];
   let cpu0: number[] = [];
   let cpu1: number[] = [];
@@ -127,6 +127,7 @@ async function phase(target: string, set: ServerSet | undefined, address: string
     durationMs: o.duration * 1000,
     maxOpsPerThread: 50_000_000,
     deadlineMs: listing ? 120_000 : 10_000,
+    drain: listing,
   };
   let backup: Promise<{ seconds: number; ok: boolean; message: string }> | undefined;
   const label = `[${target} ${workload} c=${spec.concurrency} keys=${keys}]`;
@@ -150,6 +151,9 @@ async function phase(target: string, set: ServerSet | undefined, address: string
     workload,
     concurrency: spec.concurrency,
     keys,
+    // Other work on the machine shows here; compare phases with similar load averages.
+    loadAvg1m: loadavg()[0],
+    ...(note ? { note } : {}),
     result,
     servers,
     serverCpuUsPerOp: procs.length > 0 ? (serverCpu / result.ops) * 1e6 : Number.NaN,
@@ -241,8 +245,10 @@ function compare(variant: string, a: Phase | undefined, b: Phase | undefined): C
 async function main(): Promise<void> {
   const comparisons: Comparison[] = [];
   const started = new Date().toISOString();
+  const loadStart = loadavg();
+  // The most recent match: a variant is compared with the reference phase run right next to it.
   const find = (target: string, workload: string, c: number, keys = o.keys): Phase | undefined =>
-    phases.find((p) => p.target === target && p.workload === workload && p.concurrency === c && p.keys === keys);
+    [...phases].reverse().find((p) => p.target === target && p.workload === workload && p.concurrency === c && p.keys === keys);
 
   if (o.address) {
     log(`preloading ${o.keys} keys into ${o.address} over gRPC`);
@@ -260,15 +266,19 @@ async function main(): Promise<void> {
         if (cmp) comparisons.push(cmp);
       }
     }
-    await down(gw);
-    if (direct) await down(direct);
-
+    // Each variant phase runs right after a fresh reference phase on the default servers (still up), so
+    // the two share the machine's background load: comparing with a phase minutes earlier would
+    // measure the neighbours, not the setting.
     const variant = async (name: string, over: Partial<ServerOptions>, variantWorkloads: Workload[]): Promise<void> => {
       const g = await up('gateway', serverOptions(over));
-      const d = o.direct ? await up('direct', serverOptions(over)) : undefined;
+      const d = direct ? await up('direct', serverOptions(over)) : undefined;
       for (const w of variantWorkloads) {
+        await phase('gateway', gw, gw.address, w, maxLevel, o.keys, `reference for ${name}`);
         await phase(`gateway/${name}`, g, g.address, w, maxLevel, o.keys);
-        if (d) await phase(`direct/${name}`, d, d.address, w, maxLevel, o.keys);
+        if (direct && d) {
+          await phase('direct', direct, direct.address, w, maxLevel, o.keys, `reference for ${name}`);
+          await phase(`direct/${name}`, d, d.address, w, maxLevel, o.keys);
+        }
         for (const t of ['gateway', 'direct']) {
           const cmp = compare(`${t}/${name} ÷ ${t}`, find(`${t}/${name}`, w, maxLevel), find(t, w, maxLevel));
           if (cmp) comparisons.push(cmp);
@@ -281,6 +291,8 @@ async function main(): Promise<void> {
     };
     if (o.compareMetrics) await variant('metrics-off', { metrics: 'off' }, ['mix']);
     if (o.compareSync) await variant('sync-full', { sync: 'full' }, ['put', 'mix']);
+    await down(gw);
+    if (direct) await down(direct);
 
     for (const keys of o.scale ? list(o.scale).map(int) : []) {
       const g = await up('gateway', serverOptions({ keys }));
@@ -325,6 +337,8 @@ async function main(): Promise<void> {
       sync: o.sync,
       metrics: o.metrics,
       address: o.address ?? null,
+      loadAvgStart: loadStart,
+      loadAvgEnd: loadavg(),
     },
     phases,
     comparisons,

@@ -18,6 +18,9 @@ export interface Phase {
   workload: string;
   concurrency: number;
   keys: number;
+  loadAvg1m: number;
+  /** Why a phase was run again (e.g. as the reference next to a variant). */
+  note?: string;
   result: LoadResult;
   servers: ProcessCost[];
   serverCpuUsPerOp: number;
@@ -49,6 +52,7 @@ export interface Report {
 }
 
 const f = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+const fmtLoad = (v: unknown): string => (Array.isArray(v) ? v.map((x: number) => x.toFixed(1)).join(' / ') : '-');
 const ms = (us: number): string => (us / 1000).toFixed(2);
 
 export function toMarkdown(r: Report): string {
@@ -57,14 +61,15 @@ export function toMarkdown(r: Report): string {
   lines.push(`\`${String(r.meta.command)}\``, '');
   lines.push(`Machine: ${String(r.meta.cpus)} CPUs (${String(r.meta.cpuModel)}), Node ${String(r.meta.node)}. ` +
     `Load: ${String(r.meta.threads)} load threads, ${String(r.meta.durationS)} s per phase after ${String(r.meta.warmupS)} s warm-up, ` +
-    `${String(r.meta.keys)} keys, ${String(r.meta.valueSize)}-byte values, ${String(r.meta.workers)} workers behind the gateway.`, '');
+    `${String(r.meta.keys)} keys, ${String(r.meta.valueSize)}-byte values, ${String(r.meta.workers)} workers behind the gateway. ` +
+    `Load average (1/5/15 min) at start ${fmtLoad(r.meta.loadAvgStart)}, at end ${fmtLoad(r.meta.loadAvgEnd)}: on a shared machine, read the ratios and CPU/op, not the absolute rates.`, '');
   lines.push('## Phases', '');
-  lines.push('| target | workload | conc | keys | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU µs/op | loadgen CPU µs/op | per process: CPU µs/op, peak RSS MiB |');
-  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  lines.push('| target | workload | conc | keys | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU µs/op | loadgen CPU µs/op | load avg | per process: CPU µs/op, peak RSS MiB |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const p of r.phases) {
     const l = p.result.latencyUs;
     const per = p.servers.map((s) => `${s.name} ${f(s.cpuUsPerOp, 1)}, ${f(s.peakRssMiB)}`).join('; ');
-    lines.push(`| ${p.target} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${f(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${per} |`);
+    lines.push(`| ${p.target}${p.note ? ` (${p.note})` : ''} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${f(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${f(p.loadAvg1m, 1)} | ${per} |`);
   }
   const extras = r.phases.filter((p) => p.extra);
   if (extras.length > 0) {
