@@ -6,7 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 import { OpType, type Op } from '../shared/proto.js';
 import { Store } from '../worker/store.js';
 import { keyName, makeValue } from './workload.js';

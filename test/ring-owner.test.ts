@@ -1,7 +1,7 @@
 // Ring.owner() reads hashring's structures directly (for speed); it must give hashring's own answer
 // for every key, or keys would silently move between workers.
 import { describe, expect, it } from 'vitest';
-import { Ring } from '../gateway/ring.js';
+import { Ring } from '../shared/ring.js';
 
 describe('Ring.owner', () => {
   it.each([1, 2, 3, 4, 7, 16])('agrees with hashring.get for %i members', (n) => {
