@@ -46,6 +46,7 @@ export const ENV = {
   adminToken: 'KV_ADMIN_TOKEN',
   adminTokenFile: 'KV_ADMIN_TOKEN_FILE',
   metrics: 'KV_METRICS',
+  directApi: 'KV_DIRECT_API',
 } as const;
 
 export function intOption(flags: string, description: string, env: string, def?: number): Option {

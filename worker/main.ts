@@ -37,7 +37,7 @@ const program = new Command('kv-worker')
   .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
   .addOption(
     new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway')
-      .env('KV_DIRECT_API')
+      .env(ENV.directApi)
       .default(false),
   )
   .addOption(metricsOption())
