@@ -16,6 +16,8 @@ export interface ThreadConfig {
   maxOps: number;
   deadlineMs: number;
   maxSamples: number;
+  /** Send nothing before the main thread says start (a ListKeys begun in the warm-up would not count). */
+  waitForStart: boolean;
 }
 
 export type ToThread = { cmd: 'start' } | { cmd: 'stop' };
@@ -97,8 +99,14 @@ function loop(): Promise<void> {
   });
 }
 
+let onStart: () => void = () => {};
+const started = new Promise<void>((resolve) => (onStart = resolve));
+
 port.on('message', (msg: ToThread) => {
-  if (msg.cmd === 'start') measuring = true;
+  if (msg.cmd === 'start') {
+    measuring = true;
+    onStart();
+  }
   else if (msg.cmd === 'stop') {
     measuring = false;
     stopped = true;
@@ -109,7 +117,8 @@ client.waitForReady(Date.now() + 30_000, (err) => {
   if (err) throw new Error(`cannot reach ${cfg.address}: ${err.message}`);
   port.postMessage({ type: 'ready' } satisfies FromThread);
   const progress = setInterval(() => port.postMessage({ type: 'progress', ops, errors: errorCount } satisfies FromThread), 500);
-  void Promise.all(Array.from({ length: cfg.concurrency }, loop)).then(() => {
+  const go = cfg.waitForStart ? started : Promise.resolve();
+  void go.then(() => Promise.all(Array.from({ length: cfg.concurrency }, loop))).then(() => {
     clearInterval(progress);
     const out = samples.slice(0, nSamples);
     port.postMessage({ type: 'done', ops, errors, notFound, samples: out, lastError } satisfies FromThread, [out.buffer]);

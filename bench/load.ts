@@ -61,6 +61,7 @@ export async function runLoad(spec: LoadSpec, hooks: PhaseHooks = {}): Promise<L
       maxOps: spec.maxOpsPerThread,
       deadlineMs: spec.deadlineMs,
       maxSamples: Math.min(spec.maxOpsPerThread, 4_000_000),
+      waitForStart: spec.drain ?? false,
     };
     const w = new Worker(THREAD_URL, { workerData: cfg });
     workers.push(w);
