@@ -48,10 +48,11 @@ function documentedLeaves(): Map<string, string> {
 
 const SECRETS = documentedSecrets();
 const base = render();
-const variants: [string, K8sObject[], boolean][] = [
-  ['k8s/overlays/tls', render(join(K8S, 'overlays', 'tls')), false],
-  ['k8s/overlays/tls-prometheus-operator', render(join(K8S, 'overlays', 'tls-prometheus-operator')), false],
-  ['base + components tls, tls-client-ca', renderWithComponents(['tls', 'tls-client-ca']), true],
+// Each variant with the render it must equal except for the two workloads (the same kustomization without TLS).
+const variants: [string, K8sObject[], boolean, K8sObject[]][] = [
+  ['k8s/overlays/tls', render(join(K8S, 'overlays', 'tls')), false, base],
+  ['k8s/overlays/tls-prometheus-operator', render(join(K8S, 'overlays', 'tls-prometheus-operator')), false, render(join(K8S, 'overlays', 'prometheus-operator'))],
+  ['base + components tls, tls-client-ca', renderWithComponents(['tls', 'tls-client-ca']), true, base],
 ];
 
 const ROLES = [
@@ -78,13 +79,13 @@ type SecretVolume = { name: string; secret?: { secretName: string; defaultMode?:
 const secretVolumes = (workload: K8sObject): SecretVolume[] =>
   (workload.spec.template.spec.volumes as SecretVolume[]).filter((v) => v.secret !== undefined);
 
-describe.each(variants)('%s', (_label, objects, withClientCa) => {
+describe.each(variants)('%s', (_label, objects, withClientCa, reference) => {
   it('adds no Secret (no key material in git) and changes nothing but the two workloads', () => {
     expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
     const key = (o: K8sObject): string => `${o.kind}/${o.metadata.name}`;
-    const baseByKey = new Map(base.map((o) => [key(o), o]));
+    const baseByKey = new Map(reference.map((o) => [key(o), o]));
+    expect(objects.map(key).sort()).toEqual(reference.map(key).sort());
     for (const o of objects) {
-      if (o.kind === 'ServiceMonitor') continue;
       expect(baseByKey.has(key(o)), key(o)).toBe(true);
       if (o.kind !== 'StatefulSet' && o.kind !== 'Deployment') expect(o, key(o)).toEqual(baseByKey.get(key(o)));
     }
