@@ -9,11 +9,11 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { publicClientOptions } from '../shared/grpc-options.js';
-import { publicApi } from '../shared/proto.js';
+import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { runLoad, type LoadSpec } from './load.js';
 import { cpuSeconds, peakRssMiB, rssMiB } from './procstat.js';
 import { writeReport, toMarkdown, type Comparison, type Phase, type Report, type Target } from './report.js';
-import { startDirectWorker, startGatewayCluster, type ServerOptions, type ServerSet } from './servers.js';
+import { startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
 import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
 
 const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean);
@@ -39,6 +39,7 @@ const program = new Command('kv-bench')
   .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
   .option('--compare-sync', 'also run put and mix at the highest concurrency with --sync full on both targets')
   .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)')
+  .option('--migration', 'also run mix at the highest concurrency while a worker is added (keys moving), next to steady state')
   .option('--no-direct', 'skip the direct-worker baseline')
   .option('--cpu-prof <dir>', 'run the servers under node --cpu-prof, profiles written to <dir>')
   .option('--quick', 'smoke test: ~2,000 keys, 2 s phases, concurrency 8, no comparisons (a few seconds per phase)')
@@ -61,6 +62,7 @@ const o = program.opts<{
   compareMetrics?: boolean;
   compareSync?: boolean;
   scale?: string;
+  migration?: boolean;
   direct: boolean;
   cpuProf?: string;
   quick?: boolean;
@@ -174,6 +176,20 @@ async function phase(target: string, set: ServerSet | undefined, address: string
     `${result.errors} errors${result.errors ? ` (${result.lastError})` : ''}, server CPU ${p.serverCpuUsPerOp.toFixed(1)} µs/op`);
   phases.push(p);
   return p;
+}
+
+function adminCall(address: string, method: 'AddMembers' | 'Status', req: object): Promise<ClusterStatus> {
+  const client = new (adminApi().Admin)(address, grpc.credentials.createInsecure()) as unknown as Record<
+    string,
+    (req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: ClusterStatus) => void) => void
+  > & { close(): void };
+  return new Promise((resolve, reject) => {
+    client[method](req, { deadline: Date.now() + 30_000 }, (err, res) => {
+      client.close();
+      if (err) reject(new Error(`admin ${method}: ${err.message}`));
+      else resolve(res!);
+    });
+  });
 }
 
 function callBackup(address: string): Promise<{ seconds: number; ok: boolean; message: string }> {
@@ -293,6 +309,33 @@ async function main(): Promise<void> {
     if (o.compareSync) await variant('sync-full', { sync: 'full' }, ['put', 'mix']);
     await down(gw);
     if (direct) await down(direct);
+
+    if (o.migration) {
+      // Steady state, then the same load while one worker joins and the mover moves its keys to it.
+      const g = await up('gateway', serverOptions());
+      const spare = await startSpareWorker(serverOptions(), `worker-${o.workers}`);
+      const steady = await phase('gateway', g, g.address, 'mix', maxLevel, o.keys, 'steady state before adding a worker');
+      const t0 = performance.now();
+      const added = await adminCall(g.address, 'AddMembers', { members: [{ name: spare.name, address: `127.0.0.1:${spare.port}` }] });
+      log(`added ${spare.name}: epoch ${added.epoch}, ${added.phase}`);
+      let finished = Number.NaN;
+      const watch = (async () => {
+        for (;;) {
+          const st = await adminCall(g.address, 'Status', {});
+          if (st.phase === 'stable') return (finished = (performance.now() - t0) / 1000);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      })();
+      const moving = await phase(`gateway/migrating`, { ...g, processes: [...g.processes, spare] }, g.address, 'mix', maxLevel, o.keys, 'while a worker is added');
+      await watch;
+      const status = await adminCall(g.address, 'Status', {});
+      moving.extra = { ...moving.extra, migrationSeconds: finished, keysMoved: status.keys_moved };
+      log(`migration took ${finished.toFixed(1)} s and moved ${status.keys_moved} keys`);
+      const cmp = compare('gateway/migrating ÷ gateway', moving, steady);
+      if (cmp) comparisons.push(cmp);
+      await spare.stop();
+      await down(g);
+    }
 
     for (const keys of o.scale ? list(o.scale).map(int) : []) {
       const g = await up('gateway', serverOptions({ keys }));

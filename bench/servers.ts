@@ -128,6 +128,12 @@ export async function startGatewayCluster(o: ServerOptions): Promise<ServerSet> 
   };
 }
 
+/** An empty worker next to a gateway cluster, not yet a member: what `kvctl cluster add` brings in. */
+export async function startSpareWorker(o: ServerOptions, name: string): Promise<ServerProcess> {
+  const dir = join(o.dataDir, 'cluster');
+  return start(name, script('../worker/main.js'), ['--name', name, '--sync', o.sync, ...commonArgs(o, dir)], o.execArgv);
+}
+
 /** One worker holding every key and serving the public API itself: the no-gateway baseline. */
 export async function startDirectWorker(o: ServerOptions): Promise<ServerSet> {
   const dir = join(o.dataDir, 'direct');
