@@ -55,7 +55,11 @@ describe('migration under faults', () => {
     const resumed = await admin(cluster.address).status();
     expect(resumed.epoch).toBeGreaterThanOrEqual(2);
 
-    const done = await waitStable(secondAddress, 120_000);
+    const done = await waitStable(secondAddress, 120_000).catch((err: unknown) => {
+      // The logs say which step of the migration keeps failing.
+      console.error(['gateway-1', cluster.gateway.output.join('').slice(-6000), 'gateway-2', second.output.join('').slice(-6000)].join('\n'));
+      throw err;
+    });
     a.close();
     expect(done.members.map((m) => m.name)).toEqual(['worker-0', 'worker-1', 'worker-2', 'worker-3']);
 

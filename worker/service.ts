@@ -147,28 +147,37 @@ export class WorkerService {
     let after = req.after ?? '';
     let remaining = req.limit > 0 ? req.limit : Number.POSITIVE_INFINITY;
     try {
+      // `limit` counts keys returned, not rows read: with moving_only, a window of rows may hold no
+      // leaving key at all, and stopping there would tell the mover this worker has nothing left.
       while (remaining > 0 && !call.cancelled) {
-        const want = Math.min(SCAN_CHUNK, remaining);
+        const want = req.moving_only ? SCAN_CHUNK : Math.min(SCAN_CHUNK, remaining);
         let keys: string[];
         let values: string[] = [];
         let last: string | undefined;
+        let exhausted: boolean;
         if (req.with_values || req.moving_only) {
           const rows = this.store.scanEntries(after, want);
+          exhausted = rows.length < want;
           last = rows.at(-1)?.key;
-          const kept = req.moving_only ? rows.filter((r) => this.membership.isLeaving(r.key)) : rows;
+          let kept = req.moving_only ? rows.filter((r) => this.membership.isLeaving(r.key)) : rows;
+          if (kept.length > remaining) {
+            // Resume right after the last key returned.
+            kept = kept.slice(0, remaining);
+            last = kept[kept.length - 1].key;
+            exhausted = false;
+          }
           keys = kept.map((r) => r.key);
           if (req.with_values) values = kept.map((r) => r.value);
-          if (rows.length < want) remaining = 0;
         } else {
           keys = this.store.scan(after, want);
+          exhausted = keys.length < want;
           last = keys.at(-1);
-          if (keys.length < want) remaining = 0;
         }
-        if (last === undefined) break;
-        remaining -= want;
-        after = last;
+        remaining -= keys.length;
         if (keys.length > 0 && !call.write({ keys, values, tombstones: [] })) await new Promise((resolve) => call.once('drain', resolve));
         else await new Promise((resolve) => setImmediate(resolve));
+        if (exhausted || last === undefined) break;
+        after = last;
       }
       if (req.with_tombstones) {
         let t = '';
