@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { KvError, invalidArgument, notFound, toServiceError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { OpType, type OpResult } from '../shared/proto.js';
+import { OpType, type BackupStatus, type OpResult } from '../shared/proto.js';
 import { checkKey, checkValue } from '../shared/validation.js';
 import type { BackupCoordinator } from './backup.js';
 import type { Cluster } from './cluster.js';
@@ -10,15 +10,6 @@ import { listKeysPage, type KeyPage } from './list-page.js';
 import { requestProblem } from './strict-decode.js';
 import type { GatewayMetrics, PublicMethod } from './metrics.js';
 
-interface BackupStatus {
-  success: boolean;
-  message: string;
-  backup_id: string;
-  location: string;
-  keys: number;
-  bytes: number;
-  failed_workers: string[];
-}
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 

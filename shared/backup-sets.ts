@@ -11,6 +11,7 @@
 // the gateway's volume holds the manifests (docs/backup.md says how to gather them).
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SnapshotReply } from './proto.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const FAILED_FILE = 'failed.json';
@@ -30,14 +31,8 @@ export interface RingDescription {
   replicas: number;
 }
 
-export interface WorkerPart {
-  worker: string;
-  file: string;
-  keys: number;
-  bytes: number;
-  sha256: string;
-  seconds: number;
-}
+/** One worker's file in a set: exactly what its Snapshot call answered. */
+export type WorkerPart = SnapshotReply;
 
 /** Written by a worker next to its file, so a worker's volume alone says what it holds. */
 export interface PartManifest extends WorkerPart {

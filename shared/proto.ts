@@ -147,6 +147,16 @@ export interface MembershipReply {
   state_json: string;
   epoch: number;
 }
+/** The public Backup answer: fields 1-2 of the API reference, 3-7 added wire-compatibly. */
+export interface BackupStatus {
+  success: boolean;
+  message: string;
+  backup_id: string;
+  location: string;
+  keys: number;
+  bytes: number;
+  failed_workers: string[];
+}
 export interface SnapshotReply {
   worker: string;
   file: string;

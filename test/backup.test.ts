@@ -7,20 +7,11 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifySet } from '../cli/restore.js';
+import type { BackupStatus } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
 import { listSets, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { kvClient, type KvClient } from './helpers/client.js';
 import { Proc, TestCluster, dist } from './helpers/processes.js';
-
-interface BackupReply {
-  success: boolean;
-  message: string;
-  backup_id: string;
-  location: string;
-  keys: number;
-  bytes: number;
-  failed_workers: string[];
-}
 
 let cluster: TestCluster;
 let kv: KvClient;
@@ -35,7 +26,7 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const backup = (client: KvClient = kv): Promise<BackupReply> => client.backup() as Promise<BackupReply>;
+const backup = (client: KvClient = kv): Promise<BackupStatus> => client.backup() as Promise<BackupStatus>;
 
 async function metrics(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });

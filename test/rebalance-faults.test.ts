@@ -6,7 +6,7 @@ import { Ring } from '../shared/ring.js';
 import { admin, waitStable } from './helpers/admin.js';
 import { Checker } from './helpers/checker.js';
 import { kvClient, type KvClient } from './helpers/client.js';
-import { Proc, TestCluster, dist, waitFor } from './helpers/processes.js';
+import { Proc, TestCluster, waitFor } from './helpers/processes.js';
 import { scanWorkerKeys } from './helpers/worker-client.js';
 
 let cluster: TestCluster;
@@ -18,14 +18,12 @@ const RATE = ['--migration-rate', '300'];
 
 beforeAll(async () => {
   cluster = await TestCluster.start({ workers: 3, gatewayArgs: RATE });
-  second = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, ...RATE]);
-  secondAddress = `127.0.0.1:${(await second.start()).port}`;
+  ({ proc: second, address: secondAddress } = await cluster.startExtraGateway());
   kv = kvClient(secondAddress, 30_000);
 });
 
 afterAll(async () => {
   kv?.close();
-  await second?.stop();
   await cluster?.stop();
 });
 
@@ -51,7 +49,7 @@ describe('migration under faults', () => {
     // The first gateway dies mid-migration and restarts: it learns the migration from the workers.
     cluster.gateway.kill('SIGKILL');
     await cluster.gateway.exited();
-    await cluster.startGateway(RATE);
+    await cluster.startGateway();
     const resumed = await admin(cluster.address).status();
     expect(resumed.epoch).toBeGreaterThanOrEqual(2);
 

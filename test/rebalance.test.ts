@@ -6,24 +6,21 @@ import { Ring } from '../shared/ring.js';
 import { admin, waitStable } from './helpers/admin.js';
 import { Checker } from './helpers/checker.js';
 import { grpc, kvClient, type KvClient } from './helpers/client.js';
-import { Proc, TestCluster, dist } from './helpers/processes.js';
+import { TestCluster } from './helpers/processes.js';
 import { scanWorkerKeys } from './helpers/worker-client.js';
 
 let cluster: TestCluster;
-let second: Proc;
 let secondAddress: string;
 let kv: KvClient;
 
 beforeAll(async () => {
   cluster = await TestCluster.start({ workers: 3, gatewayArgs: ['--migration-rate', '3000'] });
-  second = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, '--migration-rate', '3000']);
-  secondAddress = `127.0.0.1:${(await second.start()).port}`;
+  secondAddress = (await cluster.startExtraGateway()).address;
   kv = kvClient(cluster.address, 30_000);
 });
 
 afterAll(async () => {
   kv?.close();
-  await second?.stop();
   await cluster?.stop();
 });
 

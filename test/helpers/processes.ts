@@ -95,6 +95,7 @@ export interface ClusterOptions {
 
 export class TestCluster {
   readonly workers = new Map<string, Proc>();
+  private readonly extraGateways: Proc[] = [];
   gateway!: Proc;
   address = '';
 
@@ -140,16 +141,26 @@ export class TestCluster {
     return proc;
   }
 
-  async startGateway(extraArgs: string[] = []): Promise<Proc> {
-    const port = this.gateway?.listening?.port ?? 0;
-    this.gateway = new Proc(
+  private gatewayProc(port: number, extraArgs: string[]): Proc {
+    return new Proc(
       dist('gateway/main.js'),
       ['--host', '127.0.0.1', '--port', String(port), '--metrics-port', '0', '--members', this.members(), '--data-dir', this.dataDir, ...(this.options.gatewayArgs ?? []), ...extraArgs],
       this.options.env,
     );
+  }
+
+  async startGateway(extraArgs: string[] = []): Promise<Proc> {
+    this.gateway = this.gatewayProc(this.gateway?.listening?.port ?? 0, extraArgs);
     const l = await this.gateway.start();
     this.address = `127.0.0.1:${l.port}`;
     return this.gateway;
+  }
+
+  /** Another gateway replica over the same workers (stopped by stop()). */
+  async startExtraGateway(extraArgs: string[] = []): Promise<{ proc: Proc; address: string }> {
+    const proc = this.gatewayProc(0, extraArgs);
+    this.extraGateways.push(proc);
+    return { proc, address: `127.0.0.1:${(await proc.start()).port}` };
   }
 
   worker(name: string): Proc {
@@ -159,6 +170,7 @@ export class TestCluster {
   }
 
   async stop(): Promise<void> {
+    await Promise.all(this.extraGateways.map((g) => g.stop().catch(() => undefined)));
     await this.gateway?.stop().catch(() => undefined);
     await Promise.all([...this.workers.values()].map((w) => w.stop().catch(() => undefined)));
     if (this.ownsDir) rmSync(this.dataDir, { recursive: true, force: true });
