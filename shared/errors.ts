@@ -20,15 +20,9 @@ export const unavailable = (worker: string, why: string): KvError =>
 export const deadlineExceeded = (worker: string, ms: number): KvError =>
   new KvError(status.DEADLINE_EXCEEDED, `worker ${worker} did not answer within ${ms} ms`);
 export const resourceExhausted = (msg: string): KvError => new KvError(status.RESOURCE_EXHAUSTED, msg);
-export const internal = (msg: string): KvError => new KvError(status.INTERNAL, msg);
 
 export function statusName(code: number): string {
   return status[code] ?? `CODE_${code}`;
-}
-
-/** Codes caused by the caller, not by the store: not counted as the store's own errors. */
-export function isClientError(code: number): boolean {
-  return code === status.INVALID_ARGUMENT || code === status.NOT_FOUND || code === status.CANCELLED;
 }
 
 export interface ErrorLogger {

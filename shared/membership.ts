@@ -17,12 +17,6 @@ export interface MembershipState {
   previous: MemberSpec[] | null;
 }
 
-export type Phase = 'stable' | 'migrating';
-
-export function phaseOf(state: MembershipState): Phase {
-  return state.previous ? 'migrating' : 'stable';
-}
-
 function sortMembers(members: MemberSpec[]): MemberSpec[] {
   return [...members].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

@@ -1,7 +1,6 @@
 // This worker's copy of the cluster membership, persisted in its own SQLite file, and the fencing
 // that follows from it: a request routed with another epoch is refused (the gateway refreshes and
 // retries), and so is a write for a key this worker does not own.
-import { status } from '@grpc/grpc-js';
 import { OpType, type MembershipReply, type Op } from '../shared/proto.js';
 import { Placement, decodeState, encodeState, sameState, type MembershipState } from '../shared/membership.js';
 import { Placed, type OpCheck, type Store } from './store.js';
@@ -97,5 +96,3 @@ export class WorkerMembership {
     return p !== undefined && p.owner(key) !== this.self;
   }
 }
-
-export const NOT_OWNER = status.FAILED_PRECONDITION;
