@@ -321,7 +321,7 @@ export class Cluster {
     for (let attempt = 0; ; attempt++) {
       const p = this.current();
       const owner = p.owner(key);
-      const previous = p.previousOwner(key);
+      const previous = p.previousOwner(key, owner);
       const routed = owner === previous ? { r: await this.link(owner).call(type, key, value), worker: owner } : await this.moving(type, key, value, owner, previous);
       if (routed.r.code !== grpc.status.FAILED_PRECONDITION || attempt >= MAX_EPOCH_RETRIES) return routed;
       await this.refresh();

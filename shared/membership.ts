@@ -80,9 +80,12 @@ export class Placement {
     return this.ring.owner(key);
   }
 
-  /** The owner under the ring being left; equals owner() when stable or when the key does not move. */
-  previousOwner(key: string): string {
-    return this.previousRing ? this.previousRing.owner(key) : this.ring.owner(key);
+  /**
+   * The key's owner on the ring being left; equals `owner` when stable or when the key does not move.
+   * Takes the key's current owner so a stable cluster (the hot path) hashes each key once.
+   */
+  previousOwner(key: string, owner: string): string {
+    return this.previousRing ? this.previousRing.owner(key) : owner;
   }
 
   isMember(name: string): boolean {

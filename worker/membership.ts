@@ -69,7 +69,7 @@ export class WorkerMembership {
     const p = this.placement;
     if (!p) return op.type === OpType.COPY || op.type === OpType.DROP ? `worker ${this.self} has no membership yet` : Placed.Owned;
     const owner = p.owner(op.key);
-    const previous = p.migrating ? p.previousOwner(op.key) : owner;
+    const previous = p.previousOwner(op.key, owner);
     const moving = owner !== previous;
     switch (op.type) {
       case OpType.GET:
