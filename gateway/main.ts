@@ -84,7 +84,7 @@ async function main(): Promise<void> {
   const cluster = new Cluster(
     members,
     {
-      link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight, credentials: internalTls.credentials, channelOptions: internalTls.channelOptions },
+      link: { timeoutMs: opts.requestTimeoutMs, maxInflight: opts.maxInflight, credentials: internalTls.credentials, channelOptions: internalTls.channelOptions, tls: internalTls.socket },
       controlTimeoutMs: Math.min(opts.requestTimeoutMs, 5000),
     },
     log,

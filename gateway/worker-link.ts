@@ -1,16 +1,22 @@
-// One gateway's connection to one worker. Point operations travel on a single long-lived Exchange
-// stream; every request that arrives in one event-loop turn is gathered into one OpBatch message
-// (flushed on setImmediate, so an idle gateway adds no waiting). Measured: a unary call per request
-// costs ~4x the server CPU of this (README, Performance).
+// One gateway's connection to one worker. Point operations travel on one long-lived socket to the
+// worker's port, framed as shared/exchange-codec.ts describes; every request that arrives in one
+// event-loop turn is gathered into one batch (flushed on setImmediate, so an idle gateway adds no
+// waiting). Measured: a unary gRPC call per request costs ~4x the server CPU of a batched stream, and
+// the grpc-js stream itself ~3x a framed socket (docs/performance.md). Control calls (scans,
+// snapshots, status, membership) use the gRPC client on the same port.
 //
 // Bounds: at most maxInflight requests wait on a worker (beyond that, RESOURCE_EXHAUSTED at once, so a
 // hung worker cannot grow the gateway's memory); each waits at most timeoutMs (DEADLINE_EXCEEDED).
-// A broken stream fails exactly the requests it carried with UNAVAILABLE naming the worker; keys are
-// never sent to another worker.
+// A broken connection fails exactly the requests it carried with UNAVAILABLE naming the worker; keys
+// are never sent to another worker. A worker that stops answering (SIGSTOP, a dead host) is noticed by
+// a keepalive ping even when no request is waiting.
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { KvError, deadlineExceeded, resourceExhausted, unavailable } from '../shared/errors.js';
+import { EXCHANGE_ALPN, FrameError, FrameKind, FrameReader, MAGIC, decodeResults, encodeOps, encodeSignal } from '../shared/exchange-codec.js';
 import { workerChannelOptions } from '../shared/grpc-options.js';
-import { workerApi, type Op, type OpBatch, type OpResult, type OpTypeValue, type ResultBatch } from '../shared/proto.js';
+import { workerApi, type Op, type OpResult, type OpTypeValue } from '../shared/proto.js';
 
 export interface LinkOptions {
   timeoutMs: number;
@@ -20,6 +26,11 @@ export interface LinkOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Membership epoch stamped on every batch (0 until membership is versioned). */
   epoch?: () => number;
+  /** TLS for the exchange socket (shared/tls.ts); plain TCP when undefined. */
+  tls?: ConnectionOptions;
+  /** Ping an idle connection this often, and drop it when nothing arrives for keepaliveTimeoutMs after. */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
 }
 
 export interface LinkEvents {
@@ -31,21 +42,30 @@ interface Pending {
   resolve(r: OpResult): void;
   reject(e: KvError): void;
   deadline: number;
-  /** Stream generation the op was written on; 0 while still queued. */
+  /** Connection generation the op was written on; 0 while still queued. */
   gen: number;
 }
 
 const MAX_BATCH_OPS = 4096;
 const MAX_BATCH_BYTES = 1024 * 1024;
 const RECONNECT_DELAY_MS = 250;
+const CONNECT_TIMEOUT_MS = 5_000;
 const ID_LIMIT = 0xffffffff;
+const PING = encodeSignal(FrameKind.PING);
 
-type ExchangeStream = grpc.ClientDuplexStream<OpBatch, ResultBatch>;
+/** "host:port", "[v6]:port" or "dns:///host:port" (the forms gRPC accepts for a worker address). */
+export function splitAddress(address: string): { host: string; port: number } {
+  const a = address.replace(/^dns:\/\/\//, '');
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(a) ?? /^([^:]+):(\d+)$/.exec(a);
+  if (!m) throw new Error(`worker address ${JSON.stringify(address)} must be host:port`);
+  return { host: m[1], port: Number(m[2]) };
+}
 
 export class WorkerLink {
   readonly client: grpc.Client;
-  private stream: ExchangeStream | undefined;
+  private socket: Socket | undefined;
   private gen = 0;
+  private lastHeard = 0;
   private readonly pending = new Map<number, Pending>();
   private queue: Op[] = [];
   private queueBytes = 0;
@@ -55,7 +75,8 @@ export class WorkerLink {
   private up = false;
   private readonly sweeper: NodeJS.Timeout;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private waitingForDrain: ExchangeStream | undefined;
+  private waitingForDrain: Socket | undefined;
+  private readonly keepalive: NodeJS.Timeout;
 
   constructor(
     readonly name: string,
@@ -70,8 +91,9 @@ export class WorkerLink {
     const tick = Math.max(5, Math.min(100, Math.floor(options.timeoutMs / 10)));
     this.sweeper = setInterval(() => this.expire(), tick);
     this.sweeper.unref();
-    this.watchState();
-    this.openStream();
+    this.keepalive = setInterval(() => this.ping(), options.keepaliveMs ?? 10_000);
+    this.keepalive.unref();
+    this.connect();
   }
 
   get inflight(): number {
@@ -109,25 +131,25 @@ export class WorkerLink {
   private flush(): void {
     this.flushScheduled = false;
     if (this.queue.length === 0) return;
-    const stream = this.stream ?? this.openStream();
+    const socket = this.socket ?? this.connect();
     // Backpressure: a worker that stops reading (hung, or slower than the load) must not make the
     // gateway buffer batches without bound. Writing regardless kept every batch sent to a SIGSTOPped
-    // worker (expired requests included) in the HTTP/2 write buffer until keepalive cut the
+    // worker (expired requests included) in the write buffer until keepalive cut the
     // connection, ~15 s later: memory grew with load x hang time, not with maxInflight. Now ops wait
-    // in the queue (still counted in pending, so bounded by maxInflight) until the stream drains,
+    // in the queue (still counted in pending, so bounded by maxInflight) until the socket drains,
     // and those that expire meanwhile are dropped unsent.
-    if (stream.writableNeedDrain) {
-      if (this.waitingForDrain !== stream) {
-        this.waitingForDrain = stream;
-        stream.once('drain', () => {
-          if (this.waitingForDrain === stream) this.waitingForDrain = undefined;
+    if (socket.writableNeedDrain) {
+      if (this.waitingForDrain !== socket) {
+        this.waitingForDrain = socket;
+        socket.once('drain', () => {
+          if (this.waitingForDrain === socket) this.waitingForDrain = undefined;
           this.flush();
         });
       }
       return;
     }
     const gen = this.gen;
-    while (this.queue.length > 0 && !stream.writableNeedDrain) {
+    while (this.queue.length > 0 && !socket.writableNeedDrain) {
       // A backlog released by 'drain' goes out in batches of bounded size.
       const ops = this.queue.length <= MAX_BATCH_OPS ? this.queue : this.queue.slice(0, MAX_BATCH_OPS);
       this.queue = ops === this.queue ? [] : this.queue.slice(MAX_BATCH_OPS);
@@ -136,43 +158,94 @@ export class WorkerLink {
         if (p) p.gen = gen;
         return p !== undefined;
       });
-      if (live.length > 0) stream.write({ epoch: this.options.epoch?.() ?? 0, ops: live });
+      if (live.length > 0) socket.write(encodeOps(this.options.epoch?.() ?? 0, live));
     }
     this.queueBytes = this.queue.length === 0 ? 0 : this.queue.reduce((n, op) => n + op.key.length + op.value.length + 16, 0);
     if (this.queue.length > 0) this.flush();
   }
 
-  private openStream(): ExchangeStream {
+  private connect(): Socket {
     const gen = ++this.gen;
-    const stream = (this.client as unknown as { Exchange(): ExchangeStream }).Exchange();
-    this.stream = stream;
-    stream.on('data', (batch: ResultBatch) => {
-      for (const r of batch.results) {
-        const p = this.pending.get(r.id);
-        if (!p) continue; // already expired
-        this.pending.delete(r.id);
-        // The worker's own failures (storage full or busy, internal). NOT_FOUND is an answer, and
-        // FAILED_PRECONDITION a stale membership epoch that the cluster retries: neither is one.
-        if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND && r.code !== grpc.status.FAILED_PRECONDITION) this.events.onFailure?.(r.code);
-        p.resolve(r);
+    const { host, port } = splitAddress(this.address);
+    const socket = this.options.tls
+      ? tlsConnect({ ...this.options.tls, host, port, ALPNProtocols: [EXCHANGE_ALPN], servername: this.options.tls.servername ?? (isIP(host) ? undefined : host) })
+      : netConnect({ host, port });
+    this.socket = socket;
+    socket.setNoDelay(true);
+    // Requests queue (bounded by maxInflight) until the connection is open; writes before that are
+    // buffered by the socket and sent on connect.
+    socket.write(MAGIC);
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms`)));
+    socket.once(this.options.tls ? 'secureConnect' : 'connect', () => {
+      socket.setTimeout(0);
+      this.lastHeard = Date.now();
+      this.setUp(true);
+    });
+    const reader = new FrameReader((kind, buf, start, end) => {
+      if (kind === FrameKind.RESULTS) this.answer(decodeResults(buf, start, end).results);
+      else if (kind !== FrameKind.PONG) throw new FrameError(`unexpected frame kind ${kind}`);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      this.lastHeard = Date.now();
+      try {
+        reader.push(chunk);
+      } catch (err) {
+        socket.destroy(new Error(`worker sent a malformed frame: ${(err as Error).message}`));
       }
     });
-    const broken = (why: string, code: number): void => {
-      if (this.stream === stream) this.stream = undefined;
-      this.failGeneration(gen, why, code);
+    let why = 'connection closed by worker';
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      why = err.code ? `${err.code} ${err.message}` : err.message;
+    });
+    socket.on('close', () => {
+      if (this.socket === socket) {
+        this.socket = undefined;
+        this.setUp(false);
+      }
+      this.failGeneration(gen, why, this.closed ? grpc.status.CANCELLED : grpc.status.UNAVAILABLE);
       this.scheduleReconnect();
-    };
-    stream.on('error', (err: grpc.ServiceError) => broken(err.details || err.message, err.code));
-    stream.on('end', () => broken('stream closed by worker', grpc.status.UNAVAILABLE));
-    return stream;
+    });
+    return socket;
   }
 
-  /** Keeps a stream open so the channel stays connected and the up/down state stays true. */
+  private answer(results: OpResult[]): void {
+    for (const r of results) {
+      const p = this.pending.get(r.id);
+      if (!p) continue; // already expired
+      this.pending.delete(r.id);
+      // The worker's own failures (storage full or busy, internal). NOT_FOUND is an answer, and
+      // FAILED_PRECONDITION a stale membership epoch that the cluster retries: neither is one.
+      if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND && r.code !== grpc.status.FAILED_PRECONDITION) this.events.onFailure?.(r.code);
+      p.resolve(r);
+    }
+  }
+
+  /** Like gRPC keepalive: a worker that is stopped or unreachable answers nothing, not even an error. */
+  private ping(): void {
+    const socket = this.socket;
+    if (!socket || this.closed || socket.connecting) return;
+    const timeout = this.options.keepaliveTimeoutMs ?? 5_000;
+    const sentAt = Date.now();
+    socket.write(PING);
+    setTimeout(() => {
+      if (this.socket === socket && this.lastHeard < sentAt) {
+        socket.destroy(new Error(`worker did not answer a keepalive ping within ${timeout} ms`));
+      }
+    }, timeout).unref();
+  }
+
+  private setUp(up: boolean): void {
+    if (up === this.up) return;
+    this.up = up;
+    this.events.onState?.(up);
+  }
+
+  /** Keeps a connection open so the up/down state stays true and the first request finds it ready. */
   private scheduleReconnect(): void {
     if (this.closed || this.reconnectTimer) return;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      if (!this.closed && !this.stream) this.openStream();
+      if (!this.closed && !this.socket) this.connect();
       if (this.queue.length > 0) this.flush();
     }, RECONNECT_DELAY_MS);
     this.reconnectTimer.unref();
@@ -201,21 +274,6 @@ export class WorkerLink {
     if (expired > 0 && this.queue.length > 0) this.queue = this.queue.filter((op) => this.pending.has(op.id));
   }
 
-  private watchState(): void {
-    const channel = this.client.getChannel();
-    const check = (): void => {
-      if (this.closed) return;
-      const state = channel.getConnectivityState(false);
-      const up = state === grpc.connectivityState.READY;
-      if (up !== this.up) {
-        this.up = up;
-        this.events.onState?.(up);
-      }
-      channel.watchConnectivityState(state, Infinity, check);
-    };
-    check();
-  }
-
   /** Sends what is queued, waits up to graceMs for answers, then fails the rest and closes. */
   async close(graceMs = 0): Promise<void> {
     this.flush();
@@ -223,12 +281,13 @@ export class WorkerLink {
     while (this.pending.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     this.closed = true;
     clearInterval(this.sweeper);
+    clearInterval(this.keepalive);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.reject(unavailable(this.name, 'gateway is shutting down'));
     }
-    this.stream?.end();
+    this.socket?.end();
     this.client.close();
   }
 }

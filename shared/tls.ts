@@ -7,7 +7,7 @@
 // an opaque error. Error messages and log lines name files, never their contents.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity, type ConnectionOptions, type PeerCertificate, type TlsOptions } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { Option } from 'commander';
 import { ENV } from './settings.js';
@@ -119,6 +119,12 @@ export interface ServerTls {
   summary: TlsSummary;
 }
 
+/** The worker terminates TLS itself (worker/listener.ts): Node TLS server options, undefined when off. */
+export interface WorkerTls {
+  socket: TlsOptions | undefined;
+  summary: TlsSummary;
+}
+
 export function publicServerTls(s: PublicTlsSettings): ServerTls {
   const on = requireAll('gateway TLS', { [ENV.tlsCert]: s.tlsCert, [ENV.tlsKey]: s.tlsKey });
   if (!on) {
@@ -148,12 +154,12 @@ function internalPair(s: InternalTlsSettings): { ca: Buffer; pair: KeyPair } | u
  * certificate (serverAuth only) cannot be used to call another worker: only gateway certificates
  * (clientAuth) get in.
  */
-export function workerServerTls(s: InternalTlsSettings): ServerTls {
+export function workerServerTls(s: InternalTlsSettings): WorkerTls {
   const internal = internalPair(s);
-  if (!internal) return { credentials: grpc.ServerCredentials.createInsecure(), summary: { mode: 'off' } };
+  if (!internal) return { socket: undefined, summary: { mode: 'off' } };
   const { ca, pair } = internal;
   return {
-    credentials: grpc.ServerCredentials.createSsl(ca, [{ cert_chain: pair.cert, private_key: pair.key }], true),
+    socket: { ca, cert: pair.cert, key: pair.key, requestCert: true, rejectUnauthorized: true },
     summary: { mode: 'mtls', subject: pair.subject, validTo: pair.validTo },
   };
 }
@@ -163,6 +169,8 @@ export interface ChannelTls {
   credentials: grpc.ChannelCredentials | undefined;
   /** Channel options the credentials need (the server-name override). */
   channelOptions: grpc.ChannelOptions;
+  /** The same checks for the exchange socket (gateway/worker-link.ts). */
+  socket?: ConnectionOptions;
   summary: TlsSummary & { serverName?: string };
 }
 
@@ -185,6 +193,7 @@ export function workerChannelTls(s: InternalTlsSettings): ChannelTls {
   return {
     credentials: grpc.credentials.createSsl(ca, pair.key, pair.cert, verify),
     channelOptions: name ? { 'grpc.ssl_target_name_override': name } : {},
+    socket: { ca, cert: pair.cert, key: pair.key, ...verify, ...(name ? { servername: name } : {}) },
     summary: { mode: 'mtls', subject: pair.subject, validTo: pair.validTo, ...(name ? { serverName: name } : {}) },
   };
 }

@@ -3,8 +3,9 @@
 import { spawnSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkerLink } from '../gateway/worker-link.js';
 import { adminMetadata } from '../shared/auth.js';
-import { adminApi } from '../shared/proto.js';
+import { OpType, adminApi } from '../shared/proto.js';
 import { clientCredentials, workerChannelTls, type InternalTlsSettings } from '../shared/tls.js';
 import { codeOf, kvClient } from './helpers/client.js';
 import { makeTestCerts, read, type TestCerts } from './helpers/certs.js';
@@ -149,20 +150,46 @@ async function healthCheck(address: string, creds: grpc.ChannelCredentials, opti
 
 describe('worker mutual TLS', () => {
   const workerAddress = (): string => `127.0.0.1:${cluster.worker('worker-0').listening!.port}`;
-  /** A health check made exactly as the gateway dials a worker (same settings, same function). */
-  const asGateway = (over: Partial<InternalTlsSettings> = {}): Promise<number | 'ok'> => {
-    const tls = workerChannelTls({
+  /** The gateway's own internal TLS settings, with some replaced. */
+  const gatewayTls = (over: Partial<InternalTlsSettings>): ReturnType<typeof workerChannelTls> =>
+    workerChannelTls({
       internalTlsCa: certs.internalCa,
       internalTlsCert: certs.gatewayInternal.cert,
       internalTlsKey: certs.gatewayInternal.key,
       internalTlsServerName: 'kv-worker',
       ...over,
     });
+  /** A health check made exactly as the gateway dials a worker (same settings, same function). */
+  const asGateway = (over: Partial<InternalTlsSettings> = {}): Promise<number | 'ok'> => {
+    const tls = gatewayTls(over);
     return healthCheck(workerAddress(), tls.credentials!, tls.channelOptions);
+  };
+
+  /** A point operation on the exchange socket, dialled exactly as the gateway's link dials it. */
+  const exchangeAsGateway = async (over: Partial<InternalTlsSettings> = {}, plaintext = false): Promise<number | 'ok'> => {
+    const tls = gatewayTls(over);
+    const link = new WorkerLink('worker-0', workerAddress(), { timeoutMs: 3000, maxInflight: 10, tls: plaintext ? undefined : tls.socket });
+    try {
+      const r = await link.call(OpType.GET, 'tls/exchange', '');
+      return r.code === grpc.status.OK || r.code === grpc.status.NOT_FOUND ? 'ok' : r.code;
+    } catch (err) {
+      return (err as { code: number }).code;
+    } finally {
+      await link.close();
+    }
   };
 
   it('answers a caller holding the gateway certificate (the control for the refusals below)', async () => {
     expect(await asGateway()).toBe('ok');
+    expect(await exchangeAsGateway(), 'exchange socket').toBe('ok');
+  });
+
+  it('refuses the exchange socket on the same terms: plaintext, no certificate, another CA, a worker certificate', async () => {
+    expect(await exchangeAsGateway({}, true), 'plaintext').toBe(grpc.status.UNAVAILABLE);
+    expect(await exchangeAsGateway({ internalTlsCert: certs.rogueClient.cert, internalTlsKey: certs.rogueClient.key }), 'client certificate from another CA').toBe(grpc.status.UNAVAILABLE);
+    expect(await exchangeAsGateway({ internalTlsCert: certs.worker.cert, internalTlsKey: certs.worker.key }), 'a worker certificate').toBe(grpc.status.UNAVAILABLE);
+    expect(await exchangeAsGateway({ internalTlsCa: certs.rogueCa }), 'worker certificate from another CA').toBe(grpc.status.UNAVAILABLE);
+    expect(await exchangeAsGateway({ internalTlsServerName: 'not-kv-worker' }), 'worker certificate for another name').toBe(grpc.status.UNAVAILABLE);
   });
 
   it('refuses a caller with no certificate, a certificate from another CA, or a worker certificate', async () => {

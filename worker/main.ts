@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
-import { addHealth, bindServer, drainServer, setAllHealth } from '../shared/grpc-server.js';
+import { addHealth, drainServer, setAllHealth } from '../shared/grpc-server.js';
 import { workerServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
 import { createLogger } from '../shared/logger.js';
@@ -14,6 +14,7 @@ import { publicApi, workerApi } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
 import { internalTlsOptions, workerServerTls, type InternalTlsSettings } from '../shared/tls.js';
 import { directApi } from './direct-api.js';
+import { listenWorker } from './listener.js';
 import { createWorkerMetrics } from './metrics.js';
 import { WorkerMembership } from './membership.js';
 import { WorkerService } from './service.js';
@@ -109,7 +110,8 @@ async function main(): Promise<void> {
     services.push(PUBLIC_SERVICE);
   }
   const health = addHealth(server, services);
-  const port = await bindServer(server, opts.host, opts.port, tls.credentials);
+  const listener = await listenWorker({ host: opts.host, port: opts.port, grpcServer: server, tls: tls.socket, onExchange: (socket, head) => service.serveSocket(socket, head), log });
+  const port = listener.port;
   let ready = true;
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
   log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir, tls: tls.summary, directApi: opts.directApi, metrics: opts.metrics }, 'worker listening');
@@ -123,6 +125,7 @@ async function main(): Promise<void> {
     ready = false;
     log.info({ signal }, 'worker draining');
     setAllHealth(health, services, 'NOT_SERVING');
+    listener.stopAccepting();
     service.drain();
     const how = await drainServer(server, opts.shutdownGraceMs);
     await snapshots.close();

@@ -1,9 +1,11 @@
-// The internal Worker service: the gateway's long-lived Exchange stream, key scans, snapshots, status.
+// The internal Worker service: the gateway's exchange of point operations, key scans, snapshots, status.
+import type { Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Counter } from 'prom-client';
 import { toServiceError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { KeyChunk, MembershipReply, Op, OpBatch, OpResult, ResultBatch, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';
+import { serveExchangeSocket, type ExchangeConnection } from './exchange-socket.js';
 import type { WorkerMembership } from './membership.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Snapshotter } from './snapshot.js';
@@ -16,6 +18,7 @@ type ExchangeCall = grpc.ServerDuplexStream<OpBatch, ResultBatch>;
 
 export class WorkerService {
   private readonly exchanges = new Set<ExchangeCall>();
+  private readonly sockets = new Set<ExchangeConnection>();
   private readonly opCounters = new Map<number, Counter.Internal>();
   private readonly batchTimer;
   private draining = false;
@@ -98,6 +101,35 @@ export class WorkerService {
     c.inc();
   }
 
+  /**
+   * One batch of point operations, from the gateway's exchange socket or the gRPC Exchange stream:
+   * refused whole if routed with another membership epoch, else applied as one transaction.
+   */
+  applyBatch(batch: OpBatch): ResultBatch {
+    const membership = this.membership;
+    const refused = membership.checkEpoch(batch.epoch);
+    if (refused) {
+      const code = grpc.status.FAILED_PRECONDITION;
+      return { epoch: membership.epoch, results: batch.ops.map((op) => ({ id: op.id, code, found: false, value: '', message: refused, tombstone: false })) };
+    }
+    if (!this.metricsOn) return { epoch: membership.epoch, results: this.store.applyBatch(batch.ops, membership.check) };
+    const start = performance.now();
+    const results = this.store.applyBatch(batch.ops, membership.check);
+    this.recordBatch(batch.ops, results, (performance.now() - start) / 1000);
+    return { epoch: membership.epoch, results };
+  }
+
+  /** A gateway's framed exchange connection (worker/listener.ts told it from gRPC). */
+  serveSocket(socket: Socket, head: Buffer): void {
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    const conn = serveExchangeSocket(socket, head, (batch) => this.applyBatch(batch), this.log, () => this.sockets.delete(conn));
+    this.sockets.add(conn);
+  }
+
+  /** The gRPC form of the exchange, kept for tools and tests; gateways use the socket. */
   private exchange(call: ExchangeCall): void {
     if (this.draining) {
       call.emit('error', { code: grpc.status.UNAVAILABLE, details: `worker ${this.name} is shutting down` });
@@ -107,22 +139,7 @@ export class WorkerService {
     call.on('data', (batch: OpBatch) => {
       // A batch that arrives after drain() ended this stream is not applied: its sender sees the
       // stream end and fails those requests with UNAVAILABLE, so nothing it was told failed is stored.
-      if (!this.exchanges.has(call)) return;
-      const membership = this.membership;
-      const refused = membership.checkEpoch(batch.epoch);
-      if (refused) {
-        const code = grpc.status.FAILED_PRECONDITION;
-        call.write({ epoch: membership.epoch, results: batch.ops.map((op) => ({ id: op.id, code, found: false, value: '', message: refused, tombstone: false })) });
-        return;
-      }
-      if (!this.metricsOn) {
-        call.write({ epoch: membership.epoch, results: this.store.applyBatch(batch.ops, membership.check) });
-        return;
-      }
-      const start = performance.now();
-      const results = this.store.applyBatch(batch.ops, membership.check);
-      this.recordBatch(batch.ops, results, (performance.now() - start) / 1000);
-      call.write({ epoch: membership.epoch, results });
+      if (this.exchanges.has(call)) call.write(this.applyBatch(batch));
     });
     const done = (): void => {
       this.exchanges.delete(call);
@@ -220,10 +237,12 @@ export class WorkerService {
     }
   }
 
-  /** Ends every Exchange stream so the gateways fail over their pending calls and tryShutdown can finish. */
+  /** Ends every exchange so the gateways fail their pending calls and tryShutdown can finish. */
   drain(): void {
     this.draining = true;
     for (const call of this.exchanges) call.end();
     this.exchanges.clear();
+    for (const conn of this.sockets) conn.end();
+    this.sockets.clear();
   }
 }

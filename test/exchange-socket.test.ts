@@ -1,0 +1,102 @@
+// The worker's one port carries both gRPC and the gateway's framed exchange (worker/listener.ts).
+// Against a real worker process: both protocols are served side by side; a peer that sends a
+// malformed frame or speaks neither protocol is disconnected while everyone else is served; and a
+// peer that sends batches but never reads the answers cannot make the worker buffer them: it stops
+// reading, so its memory stays flat while the sender's own write buffer grows instead.
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkerLink } from '../gateway/worker-link.js';
+import { MAGIC, encodeOps } from '../shared/exchange-codec.js';
+import { OpType } from '../shared/proto.js';
+import { grpc } from './helpers/client.js';
+import { Proc, dist, waitFor } from './helpers/processes.js';
+import { scanWorkerKeys } from './helpers/worker-client.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kvstore-exchange-'));
+let worker: Proc;
+let link: WorkerLink;
+let port: number;
+
+beforeAll(async () => {
+  worker = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
+  port = (await worker.start()).port;
+  link = new WorkerLink('worker-0', `127.0.0.1:${port}`, { timeoutMs: 10_000, maxInflight: 50_000 });
+});
+
+afterAll(async () => {
+  await link?.close();
+  await worker?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+
+function open(): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Resolves when the worker closes `s`, or with 'open' if it is still open after `ms`. */
+function closedWithin(s: Socket, ms: number): Promise<'closed' | 'open'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('open'), ms);
+    s.on('error', () => {});
+    s.once('close', () => {
+      clearTimeout(timer);
+      resolve('closed');
+    });
+    s.resume();
+  });
+}
+
+describe('worker port: gRPC and the exchange side by side', () => {
+  it('serves a key written over the exchange to a gRPC scan on the same port', async () => {
+    expect((await link.call(OpType.PUT, 'both/1', 'v')).code).toBe(grpc.status.OK);
+    expect(await scanWorkerKeys(port)).toContain('both/1');
+  });
+
+  it('disconnects a malformed frame, a zero-length frame and a stranger, and keeps serving', async () => {
+    const badLength = await open();
+    const header = Buffer.alloc(4);
+    header.writeUInt32LE(0, 0);
+    badLength.write(Buffer.concat([MAGIC, header]));
+    const badBody = await open();
+    const frame = encodeOps(0, [{ id: 1, type: OpType.GET, key: 'k', value: '' }]);
+    frame.writeUInt32LE(1000, 13); // claims more ops than it holds
+    badBody.write(Buffer.concat([MAGIC, frame]));
+    const stranger = await open();
+    stranger.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(await Promise.all([closedWithin(badLength, 5000), closedWithin(badBody, 5000), closedWithin(stranger, 5000)])).toEqual(['closed', 'closed', 'closed']);
+    await waitFor('the malformed frames logged', async () => worker.output.join('').includes('malformed frame'), 5000);
+    expect((await link.call(OpType.GET, 'both/1', '')).value).toBe('v');
+  });
+
+  it('stops reading from a peer that never reads its answers, instead of buffering them', async () => {
+    await link.call(OpType.PUT, 'big', 'x'.repeat(2048));
+    const before = rssMiB(worker.pid);
+    const s = await open();
+    s.pause(); // never reads: every answer (1,000 x 2 KiB a batch) stays unread
+    s.write(MAGIC);
+    const batch = (id: number): Buffer => encodeOps(0, Array.from({ length: 1000 }, (_, i) => ({ id: id * 1000 + i, type: OpType.GET, key: 'big', value: '' })));
+    // Unbounded buffering would hold ~2 MiB of answers per batch sent: 500 batches = ~1 GiB.
+    const until = Date.now() + 10_000;
+    let sent = 0;
+    while (sent < 500 && Date.now() < until) {
+      s.write(batch(sent++));
+      if (s.writableLength > 4 * 1024 * 1024) await new Promise((r) => setTimeout(r, 20));
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const grown = rssMiB(worker.pid) - before;
+    console.log(`FIGURES exchange-backpressure ${JSON.stringify({ batchesSent: sent, senderBufferedMiB: +(s.writableLength / 2 ** 20).toFixed(1), workerRssGrowthMiB: +grown.toFixed(1) })}`);
+    expect(s.writableLength, 'the sender is held back by TCP').toBeGreaterThan(1024 * 1024);
+    expect(grown, `worker RSS grew ${grown.toFixed(0)} MiB`).toBeLessThan(100);
+    // Everyone else is still served meanwhile.
+    expect((await link.call(OpType.GET, 'both/1', '')).value).toBe('v');
+    s.destroy();
+  });
+});

@@ -1,0 +1,69 @@
+// The worker's end of the framed exchange (shared/exchange-codec.ts): one connection from one gateway.
+// Batches are applied in arrival order and answered in the same order, one RESULTS frame per OPS.
+//
+// Backpressure: while the gateway is not reading its answers (the socket's write buffer is over its
+// high-water mark), the worker stops reading new batches, so TCP holds the gateway back instead of
+// this process buffering answers without bound. A peer that is not speaking the protocol (bad frame,
+// oversized frame) is disconnected with one log line.
+import type { Socket } from 'node:net';
+import { FrameError, FrameKind, FrameReader, decodeOps, encodeResults, encodeSignal } from '../shared/exchange-codec.js';
+import type { Logger } from '../shared/logger.js';
+import type { OpBatch, ResultBatch } from '../shared/proto.js';
+
+const PONG = encodeSignal(FrameKind.PONG);
+
+export interface ExchangeConnection {
+  /** Stops applying batches and closes the connection (the gateway fails what it still waits for). */
+  end(): void;
+}
+
+export function serveExchangeSocket(
+  socket: Socket,
+  head: Buffer,
+  apply: (batch: OpBatch) => ResultBatch,
+  log: Logger,
+  onClose: () => void,
+): ExchangeConnection {
+  let open = true;
+  const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+  socket.setNoDelay(true);
+  const reader = new FrameReader((kind, buf, start, end) => {
+    if (!open) return;
+    if (kind === FrameKind.OPS) {
+      const r = apply(decodeOps(buf, start, end));
+      if (!socket.write(encodeResults(r.epoch, r.results)) && !socket.isPaused()) {
+        socket.pause();
+        socket.once('drain', () => {
+          if (open) socket.resume();
+        });
+      }
+    } else if (kind === FrameKind.PING) socket.write(PONG);
+    else throw new FrameError(`unexpected frame kind ${kind}`);
+  });
+  const receive = (chunk: Buffer): void => {
+    try {
+      reader.push(chunk);
+    } catch (err) {
+      // The gateway fails what it sent on this connection with UNAVAILABLE and reconnects.
+      if (err instanceof FrameError) log.warn({ peer, err: err.message }, 'exchange connection closed: malformed frame');
+      else log.error({ peer, err }, 'exchange connection closed: applying a batch failed');
+      open = false;
+      socket.destroy();
+    }
+  };
+  socket.on('data', receive);
+  socket.on('error', () => {
+    // 'close' follows; a gateway that went away is not an error of this worker.
+  });
+  socket.on('close', () => {
+    open = false;
+    onClose();
+  });
+  if (head.length > 0) receive(head);
+  return {
+    end: () => {
+      open = false;
+      socket.end();
+    },
+  };
+}
