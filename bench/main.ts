@@ -12,7 +12,7 @@ import { publicClientOptions } from '../shared/grpc-options.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { runLoad, type LoadSpec } from './load.js';
 import { cpuSeconds, peakRssMiB, rssMiB } from './procstat.js';
-import { writeReport, toMarkdown, type Comparison, type Phase, type Report, type Target } from './report.js';
+import { medianComparison, toMarkdown, writeReport, type Comparison, type Phase, type Report, type Target } from './report.js';
 import { startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
 import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
 
@@ -34,6 +34,7 @@ const program = new Command('kv-bench')
   .option('--keys <n>', 'key space, preloaded before the run', int, 100_000)
   .option('--value-size <bytes>', 'value size (0-2048)', int, 100)
   .option('--threads <n>', 'load-generator threads', int, 2)
+  .option('--rounds <n>', 'run each gateway/direct pair this many times, alternating which goes first; ratios are the median of the rounds', int, 1)
   .addOption(new Option('--sync <mode>', 'worker durability for the main phases').choices(['normal', 'full']).default('normal'))
   .addOption(new Option('--metrics <on|off>', 'per-request metrics on the servers for the main phases').choices(['on', 'off']).default('on'))
   .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
@@ -57,6 +58,7 @@ const o = program.opts<{
   keys: number;
   valueSize: number;
   threads: number;
+  rounds: number;
   sync: 'normal' | 'full';
   metrics: 'on' | 'off';
   compareMetrics?: boolean;
@@ -273,13 +275,26 @@ async function main(): Promise<void> {
   } else {
     const gw = await up('gateway', serverOptions());
     const direct = o.direct ? await up('direct', serverOptions()) : undefined;
-    // Interleaved per phase: the machine's background noise drifts, so neighbours compare best.
+    // Interleaved per phase: the machine's background noise drifts, so neighbours compare best. With
+    // --rounds, each pair runs again with the other target first, and the ratios are the median: on a
+    // shared 2-core machine one pair's ratio moved by 0.3 from one run to the next.
     for (const w of workloads) {
       for (const c of w === 'listkeys' ? [1] : levels) {
-        await phase('gateway', gw, gw.address, w, c, o.keys);
-        if (direct) await phase('direct', direct, direct.address, w, c, o.keys);
-        const cmp = compare('gateway ÷ direct', find('gateway', w, c), find('direct', w, c));
-        if (cmp) comparisons.push(cmp);
+        const rounds = w === 'listkeys' || w === 'backup' || !direct ? 1 : Math.max(1, o.rounds);
+        const each: Comparison[] = [];
+        for (let r = 0; r < rounds; r++) {
+          const note = rounds > 1 ? `round ${r + 1} of ${rounds}` : undefined;
+          const runGateway = (): Promise<Phase> => phase('gateway', gw, gw.address, w, c, o.keys, note);
+          const runDirect = async (): Promise<void> => {
+            if (direct) await phase('direct', direct, direct.address, w, c, o.keys, note);
+          };
+          if (r % 2 === 0) await runGateway().then(runDirect);
+          else await runDirect().then(runGateway);
+          const cmp = compare('gateway ÷ direct', find('gateway', w, c), find('direct', w, c));
+          if (cmp) each.push(cmp);
+        }
+        if (each.length > 1) comparisons.push(...each.map((x, i) => ({ ...x, variant: `gateway ÷ direct, round ${i + 1}` })));
+        if (each.length > 0) comparisons.push(medianComparison(each));
       }
     }
     // Each variant phase runs right after a fresh reference phase on the default servers (still up), so

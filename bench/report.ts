@@ -35,6 +35,26 @@ export interface Comparison {
   opsRatio: number;
   cpuPerOpRatio: number;
   p99Ratio: number;
+  /** Set when the ratios are the median of this many rounds. */
+  rounds?: number;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/** Each ratio is the median over the rounds, taken separately. */
+export function medianComparison(each: Comparison[]): Comparison {
+  if (each.length === 1) return each[0];
+  return {
+    ...each[0],
+    opsRatio: median(each.map((c) => c.opsRatio)),
+    cpuPerOpRatio: median(each.map((c) => c.cpuPerOpRatio)),
+    p99Ratio: median(each.map((c) => c.p99Ratio)),
+    rounds: each.length,
+  };
 }
 
 export interface Target {
@@ -82,7 +102,7 @@ export function toMarkdown(r: Report): string {
     lines.push('', '## Ratios (first target ÷ second, same run)', '');
     lines.push('| comparison | workload | conc | ops/s ratio | server CPU/op ratio | p99 ratio |', '|---|---|---:|---:|---:|---:|');
     for (const c of r.comparisons) {
-      lines.push(`| ${c.variant} | ${c.workload} | ${c.concurrency} | ${f(c.opsRatio, 2)} | ${f(c.cpuPerOpRatio, 2)} | ${f(c.p99Ratio, 2)} |`);
+      lines.push(`| ${c.variant}${c.rounds ? ` (median of ${c.rounds} rounds)` : ''} | ${c.workload} | ${c.concurrency} | ${f(c.opsRatio, 2)} | ${f(c.cpuPerOpRatio, 2)} | ${f(c.p99Ratio, 2)} |`);
     }
   }
   if (r.targets.length > 0) {
