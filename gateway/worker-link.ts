@@ -38,9 +38,11 @@ export interface LinkEvents {
   onFailure?(code: number): void;
 }
 
+/** How a request's outcome is delivered: a worker's answer (any status code), or why none came. */
+export type Answer = (err: KvError | null, r?: OpResult) => void;
+
 interface Pending {
-  resolve(r: OpResult): void;
-  reject(e: KvError): void;
+  done: Answer;
   deadline: number;
   /** Connection generation the op was written on; 0 while still queued. */
   gen: number;
@@ -105,28 +107,30 @@ export class WorkerLink {
   }
 
   call(type: OpTypeValue, key: string, value: string): Promise<OpResult> {
-    if (this.closed) return Promise.reject(unavailable(this.name, 'gateway is shutting down'));
+    return new Promise((resolve, reject) => this.send(type, key, value, (err, r) => (err ? reject(err) : resolve(r!))));
+  }
+
+  /** call() without a promise, for the gateway's hot path; `done` may run before send returns. */
+  send(type: OpTypeValue, key: string, value: string, done: Answer): void {
+    if (this.closed) return done(unavailable(this.name, 'gateway is shutting down'));
     if (this.pending.size >= this.options.maxInflight) {
       this.events.onFailure?.(grpc.status.RESOURCE_EXHAUSTED);
-      return Promise.reject(
-        resourceExhausted(`worker ${this.name} has ${this.pending.size} requests in flight (limit ${this.options.maxInflight}); retry with backoff`),
-      );
+      return done(resourceExhausted(`worker ${this.name} has ${this.pending.size} requests in flight (limit ${this.options.maxInflight}); retry with backoff`));
     }
     const id = this.nextId;
     this.nextId = id >= ID_LIMIT ? 1 : id + 1;
     // Registered before the op is queued: a synchronous flush below sends only ops still pending.
-    const result = new Promise<OpResult>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, deadline: Date.now() + this.options.timeoutMs, gen: 0 });
-    });
+    this.pending.set(id, { done, deadline: Date.now() + this.options.timeoutMs, gen: 0 });
     this.queue.push({ id, type, key, value });
     this.queueBytes += key.length + value.length + 16;
     if (this.queue.length >= MAX_BATCH_OPS || this.queueBytes >= MAX_BATCH_BYTES) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(this.flushSoon);
     }
-    return result;
   }
+
+  private readonly flushSoon = (): void => this.flush();
 
   private flush(): void {
     this.flushScheduled = false;
@@ -216,7 +220,7 @@ export class WorkerLink {
       // The worker's own failures (storage full or busy, internal). NOT_FOUND is an answer, and
       // FAILED_PRECONDITION a stale membership epoch that the cluster retries: neither is one.
       if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND && r.code !== grpc.status.FAILED_PRECONDITION) this.events.onFailure?.(r.code);
-      p.resolve(r);
+      p.done(null, r);
     }
   }
 
@@ -256,7 +260,7 @@ export class WorkerLink {
       if (p.gen !== gen) continue;
       this.pending.delete(id);
       this.events.onFailure?.(grpc.status.UNAVAILABLE);
-      p.reject(code === grpc.status.CANCELLED && this.closed ? unavailable(this.name, 'gateway is shutting down') : unavailable(this.name, why));
+      p.done(code === grpc.status.CANCELLED && this.closed ? unavailable(this.name, 'gateway is shutting down') : unavailable(this.name, why));
     }
   }
 
@@ -268,7 +272,7 @@ export class WorkerLink {
       this.pending.delete(id);
       expired++;
       this.events.onFailure?.(grpc.status.DEADLINE_EXCEEDED);
-      p.reject(deadlineExceeded(this.name, this.options.timeoutMs));
+      p.done(deadlineExceeded(this.name, this.options.timeoutMs));
     }
     // Ops held back by backpressure that expired are dropped, so the queue stays within maxInflight.
     if (expired > 0 && this.queue.length > 0) this.queue = this.queue.filter((op) => this.pending.has(op.id));
@@ -285,7 +289,7 @@ export class WorkerLink {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
-      p.reject(unavailable(this.name, 'gateway is shutting down'));
+      p.done(unavailable(this.name, 'gateway is shutting down'));
     }
     this.socket?.end();
     this.client.close();
