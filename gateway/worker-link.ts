@@ -66,6 +66,7 @@ export function splitAddress(address: string): { host: string; port: number } {
 export class WorkerLink {
   readonly client: grpc.Client;
   private socket: Socket | undefined;
+  private lastError = '';
   private gen = 0;
   private lastHeard = 0;
   private readonly pending = new Map<number, Pending>();
@@ -135,6 +136,9 @@ export class WorkerLink {
   private flush(): void {
     this.flushScheduled = false;
     if (this.queue.length === 0) return;
+    // While the worker is unreachable, requests fail at once (as gRPC does in TRANSIENT_FAILURE)
+    // instead of each turn dialling it again; the reconnect timer keeps trying.
+    if (!this.socket && this.reconnectTimer) return this.failQueued(`not connected (${this.lastError}); reconnecting`);
     const socket = this.socket ?? this.connect();
     // Backpressure: a worker that stops reading (hung, or slower than the load) must not make the
     // gateway buffer batches without bound. Writing regardless kept every batch sent to a SIGSTOPped
@@ -198,8 +202,10 @@ export class WorkerLink {
       }
     });
     let why = 'connection closed by worker';
+    this.lastError = why;
     socket.on('error', (err: NodeJS.ErrnoException) => {
       why = err.code ? `${err.code} ${err.message}` : err.message;
+      this.lastError = why;
     });
     socket.on('close', () => {
       if (this.socket === socket) {
@@ -245,6 +251,19 @@ export class WorkerLink {
   }
 
   /** Keeps a connection open so the up/down state stays true and the first request finds it ready. */
+  private failQueued(why: string): void {
+    const queue = this.queue;
+    this.queue = [];
+    this.queueBytes = 0;
+    for (const op of queue) {
+      const p = this.pending.get(op.id);
+      if (!p) continue;
+      this.pending.delete(op.id);
+      this.events.onFailure?.(grpc.status.UNAVAILABLE);
+      p.done(unavailable(this.name, why));
+    }
+  }
+
   private scheduleReconnect(): void {
     if (this.closed || this.reconnectTimer) return;
     this.reconnectTimer = setTimeout(() => {

@@ -1,7 +1,9 @@
 // The gateway's link to one worker, against a real worker process: more requests in one event-loop turn
 // than one batch holds are all answered; while the worker is hung (SIGSTOP) requests expire with
-// DEADLINE_EXCEEDED, nothing stays queued, and after SIGCONT the same link serves again.
+// DEADLINE_EXCEEDED, nothing stays queued, and after SIGCONT the same link serves again; while a worker
+// is unreachable requests fail at once with UNAVAILABLE, and the link connects when it appears.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,5 +59,30 @@ describe('worker link', () => {
     }
     await waitFor('the link to serve again', async () => (await hungLink.call(OpType.GET, 'link/after', '')).code === grpc.status.NOT_FOUND, 20_000);
     await hungLink.close();
+  });
+
+  it('fails requests at once with UNAVAILABLE while its worker is unreachable, and connects when it appears', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const downLink = new WorkerLink('worker-9', `127.0.0.1:${port}`, { timeoutMs: 10_000, maxInflight: 1000 });
+    const late = new Proc(dist('worker/main.js'), ['--name', 'worker-9', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', '0', '--data-dir', join(dir, 'late')]);
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // the first dial has failed
+      const t0 = Date.now();
+      const errors = await Promise.all(Array.from({ length: 50 }, () => downLink.call(OpType.GET, 'k', '').then(() => undefined, (e: { code: number; message: string }) => e)));
+      // Well under the 10 s deadline: nothing waits for a worker that is not there.
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(errors.every((e) => e?.code === grpc.status.UNAVAILABLE && /worker-9/.test(e.message) && /ECONNREFUSED/.test(e.message))).toBe(true);
+      await late.start();
+      await waitFor('the link to connect', async () => (await downLink.call(OpType.GET, 'k', '').catch(() => undefined))?.code === grpc.status.NOT_FOUND, 10_000);
+      expect(downLink.isUp).toBe(true);
+    } finally {
+      await downLink.close();
+      await late.stop();
+    }
   });
 });
