@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
+import { benchClient, type Protocol } from './clients.js';
 import { runLoad, type LoadSpec } from './load.js';
 import { cpuSeconds, peakRssMiB, rssMiB } from './procstat.js';
 import { medianComparison, toMarkdown, writeReport, type Comparison, type Phase, type Report, type Target } from './report.js';
@@ -120,6 +121,7 @@ async function phase(target: string, set: ServerSet | undefined, address: string
   const listing = workload === 'listkeys';
   const spec: LoadSpec = {
     address,
+    protocol: set?.protocol ?? 'kvstore',
     // backup: the mix load runs while one Backup call snapshots every worker.
     workload: workload === 'backup' ? 'mix' : workload,
     // One ListKeys at a time: it is a whole-store scan; its time and memory are the point, not its rate.
@@ -228,19 +230,15 @@ function backupBytes(set: ServerSet): number {
   return total;
 }
 
-async function preloadRemote(address: string, keys: number): Promise<void> {
-  const Ctor = publicApi().KeyValueStore;
-  const client = new Ctor(address, grpc.credentials.createInsecure(), publicClientOptions) as unknown as {
-    Put(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null) => void): void;
-    close(): void;
-  };
+async function preloadRemote(address: string, keys: number, protocol: Protocol = 'kvstore'): Promise<void> {
+  const client = benchClient(protocol, address);
   const value = makeValue(o.valueSize);
   let next = 0;
   const one = (): Promise<void> =>
     new Promise((resolve, reject) => {
       const step = (): void => {
         if (next >= keys) return resolve();
-        client.Put({ key: keyName(next++), value }, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : step()));
+        client.put(keyName(next++), value, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : step()));
       };
       step();
     });

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Ring } from '../shared/ring.js';
 import { OpType, type Op } from '../shared/proto.js';
 import { Store } from '../worker/store.js';
+import type { Protocol } from './clients.js';
 import { keyName, makeValue } from './workload.js';
 
 export interface ServerProcess {
@@ -20,6 +21,8 @@ export interface ServerProcess {
 
 export interface ServerSet {
   address: string;
+  /** Which API `address` serves: kvstore's public API unless set (etcd's KV for `--etcd`). */
+  protocol?: Protocol;
   processes: ServerProcess[];
   stop(): Promise<void>;
 }
