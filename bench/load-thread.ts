@@ -3,12 +3,12 @@
 // counting (after a warm-up) and when to stop; latencies are recorded as microseconds.
 import { parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
-import { publicClientOptions } from '../shared/grpc-options.js';
-import { publicApi } from '../shared/proto.js';
+import { benchClient, type Done, type Protocol } from './clients.js';
 import { MIX_PUT_SHARE, keyName, makeValue, type Workload } from './workload.js';
 
 export interface ThreadConfig {
   address: string;
+  protocol: Protocol;
   concurrency: number;
   keys: number;
   valueSize: number;
@@ -26,18 +26,9 @@ export type FromThread =
   | { type: 'progress'; ops: number; errors: number }
   | { type: 'done'; ops: number; errors: Record<string, number>; notFound: number; samples: Float64Array; lastError: string };
 
-type Cb<T> = (err: grpc.ServiceError | null, res?: T) => void;
-interface KvClient extends grpc.Client {
-  Get(req: { key: string }, opts: grpc.CallOptions, cb: Cb<{ value: string }>): void;
-  Put(req: { key: string; value: string }, opts: grpc.CallOptions, cb: Cb<{ old_value: string }>): void;
-  Delete(req: { key: string }, opts: grpc.CallOptions, cb: Cb<object>): void;
-  ListKeys(req: object, opts: grpc.CallOptions, cb: Cb<{ keys: string[] }>): void;
-}
-
 const cfg = workerData as ThreadConfig;
 const port = parentPort!;
-const Ctor = publicApi().KeyValueStore;
-const client = new Ctor(cfg.address, grpc.credentials.createInsecure(), publicClientOptions) as unknown as KvClient;
+const client = benchClient(cfg.protocol, cfg.address);
 const value = makeValue(cfg.valueSize, 1);
 
 let measuring = false;
@@ -50,22 +41,22 @@ const errors: Record<string, number> = {};
 const samples = new Float64Array(cfg.maxSamples);
 let nSamples = 0;
 
-function send(cb: Cb<unknown>): void {
+function send(cb: Done): void {
   const key = keyName(Math.floor(Math.random() * cfg.keys));
   const opts = { deadline: Date.now() + cfg.deadlineMs };
   switch (cfg.workload) {
     case 'get':
-      return client.Get({ key }, opts, cb);
+      return client.get(key, opts, cb);
     case 'put':
-      return client.Put({ key, value }, opts, cb);
+      return client.put(key, value, opts, cb);
     case 'delete':
-      return client.Delete({ key }, opts, cb);
+      return client.delete(key, opts, cb);
     case 'listkeys':
-      return client.ListKeys({}, opts, cb);
+      return client.listKeys(opts, cb);
     default:
       // mix, and the load that runs during a backup
-      if (Math.random() < MIX_PUT_SHARE) return client.Put({ key, value }, opts, cb);
-      return client.Get({ key }, opts, cb);
+      if (Math.random() < MIX_PUT_SHARE) return client.put(key, value, opts, cb);
+      return client.get(key, opts, cb);
   }
 }
 

@@ -2,11 +2,14 @@
 // core near 7k ops/s, so a single thread would measure itself, not the server).
 import { Worker } from 'node:worker_threads';
 import { percentiles, type Percentiles } from './stats.js';
+import type { Protocol } from './clients.js';
 import type { FromThread, ThreadConfig, ToThread } from './load-thread.js';
 import type { Workload } from './workload.js';
 
 export interface LoadSpec {
   address: string;
+  /** The API `address` serves: kvstore's public API or, for `--etcd`, etcd's KV. */
+  protocol: Protocol;
   workload: Workload;
   concurrency: number;
   threads: number;
@@ -54,6 +57,7 @@ export async function runLoad(spec: LoadSpec, hooks: PhaseHooks = {}): Promise<L
     const concurrency = Math.floor(spec.concurrency / threads) + (t < spec.concurrency % threads ? 1 : 0);
     const cfg: ThreadConfig = {
       address: spec.address,
+      protocol: spec.protocol,
       concurrency,
       keys: spec.keys,
       valueSize: spec.valueSize,

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench`: starts the store (gateway + N workers) and a worker serving the public API directly,
 // preloads keys, and drives both with the same closed-loop load, phase by phase and interleaved, so
-// every gateway figure has its no-gateway baseline from the same run. See docs/performance.md.
+// every gateway figure has its no-gateway baseline from the same run. With --etcd, a single-member
+// etcd gets the same keys and load in the phases next to them. See docs/performance.md.
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
+import { benchClient, type Protocol } from './clients.js';
+import { etcdVersion, startEtcd } from './etcd.js';
 import { runLoad, type LoadSpec } from './load.js';
 import { cpuSeconds, peakRssMiB, rssMiB } from './procstat.js';
 import { medianComparison, toMarkdown, writeReport, type Comparison, type Phase, type Report, type Target } from './report.js';
@@ -34,7 +37,7 @@ const program = new Command('kv-bench')
   .option('--keys <n>', 'key space, preloaded before the run', int, 100_000)
   .option('--value-size <bytes>', 'value size (0-2048)', int, 100)
   .option('--threads <n>', 'load-generator threads', int, 2)
-  .option('--rounds <n>', 'run each gateway/direct pair this many times, alternating which goes first; ratios are the median of the rounds', int, 1)
+  .option('--rounds <n>', 'run each gateway/direct pair (and etcd, with --etcd) this many times, alternating the order; ratios are the median of the rounds', int, 1)
   .addOption(new Option('--sync <mode>', 'worker durability for the main phases').choices(['normal', 'full']).default('normal'))
   .addOption(new Option('--metrics <on|off>', 'per-request metrics on the servers for the main phases').choices(['on', 'off']).default('on'))
   .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
@@ -42,6 +45,7 @@ const program = new Command('kv-bench')
   .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)')
   .option('--migration', 'also run mix at the highest concurrency while a worker is added (keys moving), next to steady state')
   .option('--no-direct', 'skip the direct-worker baseline')
+  .option('--etcd', 'also run get, put and mix on a single-member etcd 3.4 with its defaults (fsync per commit) next to each gateway phase, and with --compare-sync next to --sync full; needs `etcd` on PATH: apt-get install etcd-server')
   .option('--cpu-prof <dir>', 'run the servers under node --cpu-prof, profiles written to <dir>')
   .option('--quick', 'smoke test: ~2,000 keys, 2 s phases, concurrency 8, no comparisons (a few seconds per phase)')
   .option('--out <dir>', 'where the JSON and Markdown reports go', fileURLToPath(new URL('../../bench/results', import.meta.url)))
@@ -66,6 +70,7 @@ const o = program.opts<{
   scale?: string;
   migration?: boolean;
   direct: boolean;
+  etcd?: boolean;
   cpuProf?: string;
   quick?: boolean;
   out: string;
@@ -82,6 +87,22 @@ const workloads = list(o.workloads).map((w) => {
 const levels = list(o.concurrency).map(int).filter((c) => c > 0);
 if (o.valueSize > 2048) throw new Error('--value-size must be at most 2048');
 const maxLevel = Math.max(...levels);
+/** The workloads etcd runs: its KV API has Range and Put, and nothing like ListKeys over gRPC or Backup. */
+const ETCD_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];
+let etcdRelease: string | undefined;
+if (o.etcd) {
+  // A usage error, said in one line before anything starts (not the whole --help).
+  const fail = (msg: string): never => {
+    process.stderr.write(`kv-bench: ${msg}\n`);
+    process.exit(1);
+  };
+  if (o.address) fail('--etcd compares with the servers the bench starts; it cannot be used with --address');
+  try {
+    etcdRelease = etcdVersion();
+  } catch (err) {
+    fail((err as Error).message);
+  }
+}
 
 const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
 const dataDir = mkdtempSync(join(tmpdir(), 'kvbench-'));
@@ -99,11 +120,14 @@ function serverOptions(over: Partial<ServerOptions> = {}): ServerOptions {
   return { dataDir, workers: o.workers, keys: o.keys, valueSize: o.valueSize, sync: o.sync, metrics: o.metrics, execArgv, ...over };
 }
 
-async function up(kind: 'gateway' | 'direct', opts: ServerOptions): Promise<ServerSet> {
+async function up(kind: 'gateway' | 'direct' | 'etcd', opts: ServerOptions): Promise<ServerSet> {
   const t0 = Date.now();
-  const set = kind === 'gateway' ? await startGatewayCluster(opts) : await startDirectWorker(opts);
+  const set = kind === 'gateway' ? await startGatewayCluster(opts) : kind === 'direct' ? await startDirectWorker(opts) : await startEtcd(opts.dataDir);
   running.push(set);
-  log(`started ${kind} (${opts.keys} keys, sync ${opts.sync}, metrics ${opts.metrics}) at ${set.address} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${set.processes.map((p) => `${p.name}=${p.pid}`).join(' ')}`);
+  // etcd's keys go in over its own API, as a client would write them.
+  if (kind === 'etcd') await preloadRemote(set.address, opts.keys, 'etcd');
+  const settings = kind === 'etcd' ? `etcd ${etcdRelease}, its defaults` : `sync ${opts.sync}, metrics ${opts.metrics}`;
+  log(`started ${kind} (${opts.keys} keys, ${settings}) at ${set.address} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${set.processes.map((p) => `${p.name}=${p.pid}`).join(' ')}`);
   return set;
 }
 
@@ -120,6 +144,7 @@ async function phase(target: string, set: ServerSet | undefined, address: string
   const listing = workload === 'listkeys';
   const spec: LoadSpec = {
     address,
+    protocol: set?.protocol ?? 'kvstore',
     // backup: the mix load runs while one Backup call snapshots every worker.
     workload: workload === 'backup' ? 'mix' : workload,
     // One ListKeys at a time: it is a whole-store scan; its time and memory are the point, not its rate.
@@ -228,19 +253,15 @@ function backupBytes(set: ServerSet): number {
   return total;
 }
 
-async function preloadRemote(address: string, keys: number): Promise<void> {
-  const Ctor = publicApi().KeyValueStore;
-  const client = new Ctor(address, grpc.credentials.createInsecure(), publicClientOptions) as unknown as {
-    Put(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null) => void): void;
-    close(): void;
-  };
+async function preloadRemote(address: string, keys: number, protocol: Protocol = 'kvstore'): Promise<void> {
+  const client = benchClient(protocol, address);
   const value = makeValue(o.valueSize);
   let next = 0;
   const one = (): Promise<void> =>
     new Promise((resolve, reject) => {
       const step = (): void => {
         if (next >= keys) return resolve();
-        client.Put({ key: keyName(next++), value }, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : step()));
+        client.put(keyName(next++), value, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : step()));
       };
       step();
     });
@@ -275,55 +296,67 @@ async function main(): Promise<void> {
   } else {
     const gw = await up('gateway', serverOptions());
     const direct = o.direct ? await up('direct', serverOptions()) : undefined;
+    const etcd = o.etcd ? await up('etcd', serverOptions()) : undefined;
     // Interleaved per phase: the machine's background noise drifts, so neighbours compare best. With
-    // --rounds, each pair runs again with the other target first, and the ratios are the median: on a
-    // shared 2-core machine one pair's ratio moved by 0.3 from one run to the next.
+    // --rounds, each set runs again in the reverse order, and the ratios are the median: on a shared
+    // 2-core machine one pair's ratio moved by 0.3 from one run to the next. The gateway runs in the
+    // middle, next to both of its references (direct and etcd).
+    const pairs = [['gateway', 'direct'], ['gateway', 'etcd'], ['direct', 'etcd']] as const;
     for (const w of workloads) {
       for (const c of w === 'listkeys' ? [1] : levels) {
-        const rounds = w === 'listkeys' || w === 'backup' || !direct ? 1 : Math.max(1, o.rounds);
-        const each: Comparison[] = [];
+        const withEtcd = etcd && ETCD_WORKLOADS.includes(w) ? etcd : undefined;
+        const rounds = w === 'listkeys' || w === 'backup' || (!direct && !withEtcd) ? 1 : Math.max(1, o.rounds);
+        const each = new Map<string, Comparison[]>();
         for (let r = 0; r < rounds; r++) {
           const note = rounds > 1 ? `round ${r + 1} of ${rounds}` : undefined;
-          const runGateway = (): Promise<Phase> => phase('gateway', gw, gw.address, w, c, o.keys, note);
-          const runDirect = async (): Promise<void> => {
-            if (direct) await phase('direct', direct, direct.address, w, c, o.keys, note);
-          };
-          if (r % 2 === 0) await runGateway().then(runDirect);
-          else await runDirect().then(runGateway);
-          const cmp = compare('gateway ÷ direct', find('gateway', w, c), find('direct', w, c));
-          if (cmp) each.push(cmp);
+          const order = [['etcd', withEtcd], ['gateway', gw], ['direct', direct]] as const;
+          for (const [target, set] of r % 2 === 0 ? order : [...order].reverse()) {
+            if (set) await phase(target, set, set.address, w, c, o.keys, note);
+          }
+          for (const [a, b] of pairs) {
+            const cmp = compare(`${a} ÷ ${b}`, find(a, w, c), find(b, w, c));
+            if (cmp) each.set(cmp.variant, [...(each.get(cmp.variant) ?? []), cmp]);
+          }
         }
-        if (each.length > 1) comparisons.push(...each.map((x, i) => ({ ...x, variant: `gateway ÷ direct, round ${i + 1}` })));
-        if (each.length > 0) comparisons.push(medianComparison(each));
+        for (const all of each.values()) {
+          if (all.length > 1) comparisons.push(...all.map((x, i) => ({ ...x, variant: `${x.variant}, round ${i + 1}` })));
+          comparisons.push(medianComparison(all));
+        }
       }
     }
     // Each variant phase runs right after a fresh reference phase on the default servers (still up), so
     // the two share the machine's background load: comparing with a phase minutes earlier would
     // measure the neighbours, not the setting.
-    const variant = async (name: string, over: Partial<ServerOptions>, variantWorkloads: Workload[]): Promise<void> => {
+    const variant = async (name: string, over: Partial<ServerOptions>, variantWorkloads: Workload[], withEtcd = false): Promise<void> => {
       const g = await up('gateway', serverOptions(over));
       const d = direct ? await up('direct', serverOptions(over)) : undefined;
       for (const w of variantWorkloads) {
         await phase('gateway', gw, gw.address, w, maxLevel, o.keys, `reference for ${name}`);
         await phase(`gateway/${name}`, g, g.address, w, maxLevel, o.keys);
+        if (withEtcd && etcd) await phase('etcd', etcd, etcd.address, w, maxLevel, o.keys, `reference for ${name}`);
         if (direct && d) {
           await phase('direct', direct, direct.address, w, maxLevel, o.keys, `reference for ${name}`);
           await phase(`direct/${name}`, d, d.address, w, maxLevel, o.keys);
         }
-        for (const t of ['gateway', 'direct']) {
-          const cmp = compare(`${t}/${name} ÷ ${t}`, find(`${t}/${name}`, w, maxLevel), find(t, w, maxLevel));
+        const against = [
+          ...['gateway', 'direct'].map((t) => [`${t}/${name}`, t]),
+          [`gateway/${name}`, `direct/${name}`],
+          ...(withEtcd ? ['gateway', 'direct'].map((t) => [`${t}/${name}`, 'etcd']) : []),
+        ];
+        for (const [a, b] of against) {
+          const cmp = compare(`${a} ÷ ${b}`, find(a, w, maxLevel), find(b, w, maxLevel));
           if (cmp) comparisons.push(cmp);
         }
-        const cmp = compare(`gateway/${name} ÷ direct/${name}`, find(`gateway/${name}`, w, maxLevel), find(`direct/${name}`, w, maxLevel));
-        if (cmp) comparisons.push(cmp);
       }
       await down(g);
       if (d) await down(d);
     };
     if (o.compareMetrics) await variant('metrics-off', { metrics: 'off' }, ['mix']);
-    if (o.compareSync) await variant('sync-full', { sync: 'full' }, ['put', 'mix']);
+    // etcd fsyncs every commit by default: next to --sync full, kvstore does too.
+    if (o.compareSync) await variant('sync-full', { sync: 'full' }, ['put', 'mix'], !!etcd);
     await down(gw);
     if (direct) await down(direct);
+    if (etcd) await down(etcd);
 
     if (o.migration) {
       // Steady state, then the same load while one worker joins and the mover moves its keys to it.
@@ -376,6 +409,8 @@ async function main(): Promise<void> {
     const m = comparisons.find((x) => x.variant === 'gateway ÷ direct' && x.workload === 'mix' && x.concurrency === c);
     if (m) targets.push({ name: `mix c=${c}: gateway p99 ÷ direct`, measured: m.p99Ratio, limit: '≤ 1.25', met: m.p99Ratio <= 1.25 });
   }
+  const vsEtcd = comparisons.find((c) => c.variant === 'gateway ÷ etcd' && c.workload === 'mix' && c.concurrency === 64);
+  if (vsEtcd) targets.push({ name: 'mix c=64: gateway server CPU/op ÷ etcd', measured: vsEtcd.cpuPerOpRatio, limit: '≤ 0.6', met: vsEtcd.cpuPerOpRatio <= 0.6 });
   const cpuList = cpus();
   const report: Report = {
     meta: {
@@ -395,6 +430,16 @@ async function main(): Promise<void> {
       sync: o.sync,
       metrics: o.metrics,
       address: o.address ?? null,
+      ...(etcdRelease
+        ? {
+            etcd:
+              `etcd ${etcdRelease}, one member, its defaults: the write-ahead log is fsynced before a write is answered (one fsync per raft batch). ` +
+              (o.sync === 'full'
+                ? 'kvstore ran with --sync full: one fsync per commit of a gathered batch, comparable.'
+                : 'kvstore ran with --sync normal, which does not fsync every commit (SQLite WAL, synchronous=NORMAL: fsync at checkpoints)' +
+                  (o.compareSync ? '; the sync-full rows compare etcd with --sync full, which does.' : '; add --compare-sync for a comparison at equal durability.')),
+          }
+        : {}),
       loadAvgStart: loadStart,
       loadAvgEnd: loadavg(),
     },

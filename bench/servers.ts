@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Ring } from '../shared/ring.js';
 import { OpType, type Op } from '../shared/proto.js';
 import { Store } from '../worker/store.js';
+import type { Protocol } from './clients.js';
 import { keyName, makeValue } from './workload.js';
 
 export interface ServerProcess {
@@ -20,6 +21,8 @@ export interface ServerProcess {
 
 export interface ServerSet {
   address: string;
+  /** Which API `address` serves: kvstore's public API unless set (etcd's KV for `--etcd`). */
+  protocol?: Protocol;
   processes: ServerProcess[];
   stop(): Promise<void>;
 }
@@ -42,32 +45,44 @@ const script = (rel: string): string => {
 };
 const STOP_TIMEOUT_MS = 15_000;
 
+/** The tail of a child's stderr (for the error if it dies), and a stop: SIGTERM, SIGKILL after 15 s. */
+export function supervise(child: ChildProcess): { stderr(): string; gone(): boolean; stop(): Promise<void> } {
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  // A child that could not be started at all emits 'error' and never 'exit'.
+  let failed = false;
+  child.once('error', (e) => {
+    failed = true;
+    stderr += `\n${e.message}`;
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const gone = (): boolean => failed || child.exitCode !== null || child.signalCode !== null;
+  return {
+    stderr: () => stderr,
+    gone,
+    async stop() {
+      if (gone()) return;
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      child.kill('SIGTERM');
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
 function start(name: string, file: string, args: string[], execArgv: string[] = []): Promise<ServerProcess> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(file, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       execArgv,
     });
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-4000);
-    });
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.once('exit', (code, signal) => reject(new Error(`${name} exited before listening (code ${code}, signal ${signal}): ${stderr}`)));
+    const { stderr, stop } = supervise(child);
+    child.once('exit', (code, signal) => reject(new Error(`${name} exited before listening (code ${code}, signal ${signal}): ${stderr()}`)));
     child.on('message', (m: { type?: string; port?: number }) => {
       if (m?.type !== 'listening') return;
-      resolve({
-        name,
-        pid: child.pid!,
-        port: m.port!,
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-          child.kill('SIGTERM');
-          await exited;
-          clearTimeout(timer);
-        },
-      });
+      resolve({ name, pid: child.pid!, port: m.port!, stop });
     });
   });
 }
