@@ -198,7 +198,9 @@ export class WorkerLink {
       try {
         reader.push(chunk);
       } catch (err) {
-        socket.destroy(new Error(`worker sent a malformed frame: ${(err as Error).message}`));
+        // Either way the stream can no longer be trusted to line answers up with requests.
+        const what = err instanceof FrameError ? 'worker sent a malformed frame' : 'handling a worker answer failed';
+        socket.destroy(new Error(`${what}: ${(err as Error).message}`));
       }
     });
     let why = 'connection closed by worker';
@@ -250,7 +252,6 @@ export class WorkerLink {
     this.events.onState?.(up);
   }
 
-  /** Keeps a connection open so the up/down state stays true and the first request finds it ready. */
   private failQueued(why: string): void {
     const queue = this.queue;
     this.queue = [];
@@ -264,6 +265,7 @@ export class WorkerLink {
     }
   }
 
+  /** Keeps a connection open so the up/down state stays true and the first request finds it ready. */
   private scheduleReconnect(): void {
     if (this.closed || this.reconnectTimer) return;
     this.reconnectTimer = setTimeout(() => {
