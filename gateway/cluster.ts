@@ -33,6 +33,8 @@ export interface ClusterOptions {
   controlTimeoutMs: number;
 }
 
+type RouteDone = (err: unknown, r?: OpResult, worker?: string) => void;
+
 export interface Routed {
   r: OpResult;
   worker: string;
@@ -118,6 +120,7 @@ export class Cluster {
         if (isUp) this.log.info({ worker: m.name, address: m.address }, 'worker connected');
         else this.log.warn({ worker: m.name, address: m.address }, 'worker connection lost');
       },
+      onCallbackError: (err) => this.log.error({ worker: m.name, err }, 'a request callback threw'),
       onFailure: (code) => {
         if (!metrics) return;
         let c = errors.get(code);
@@ -321,16 +324,13 @@ export class Cluster {
    * callback and no promise (a promise chain per request was ~3 us of the gateway's CPU); a moving key
    * or an epoch refusal takes execute().
    */
-  route(type: OpTypeValue, key: string, value: string, done: (err: unknown, r?: OpResult, worker?: string) => void): void {
-    const slow = (attempt: number): void => {
-      this.execute(type, key, value, attempt).then((x) => done(null, x.r, x.worker), done);
-    };
+  route(type: OpTypeValue, key: string, value: string, done: RouteDone): void {
     let owner: string;
     let link: WorkerLink;
     try {
       const p = this.current();
       owner = p.owner(key);
-      if (p.previousOwner(key, owner) !== owner) return slow(0);
+      if (p.previousOwner(key, owner) !== owner) return this.routeSlowly(type, key, value, 0, done);
       link = this.link(owner);
     } catch (err) {
       return done(err);
@@ -338,8 +338,23 @@ export class Cluster {
     link.send(type, key, value, (err, r) => {
       if (err) return done(err);
       if (r!.code !== grpc.status.FAILED_PRECONDITION) return done(null, r, owner);
-      this.refresh().then(() => slow(1), done);
+      this.refresh()
+        .then(
+          () => this.routeSlowly(type, key, value, 1, done),
+          (e: unknown) => done(e),
+        )
+        .catch((e: unknown) => this.log.error({ err: e }, 'a request callback threw'));
     });
+  }
+
+  private routeSlowly(type: OpTypeValue, key: string, value: string, attempt: number, done: RouteDone): void {
+    this.execute(type, key, value, attempt)
+      .then(
+        (x) => done(null, x.r, x.worker),
+        (err: unknown) => done(err),
+      )
+      // A throwing callback must not become an unhandled rejection (that ends the process).
+      .catch((err: unknown) => this.log.error({ err }, 'a request callback threw'));
   }
 
   /** Routes one point operation to the key's owner, refreshing membership and retrying on an epoch refusal. */

@@ -36,6 +36,8 @@ export interface LinkOptions {
 export interface LinkEvents {
   onState?(up: boolean): void;
   onFailure?(code: number): void;
+  /** A request's callback threw: a bug in the caller, reported here instead of breaking the link. */
+  onCallbackError?(err: unknown): void;
 }
 
 /** How a request's outcome is delivered: a worker's answer (any status code), or why none came. */
@@ -67,6 +69,7 @@ export class WorkerLink {
   readonly client: grpc.Client;
   private socket: Socket | undefined;
   private lastError = '';
+  private dialFailed = false;
   private gen = 0;
   private lastHeard = 0;
   private readonly pending = new Map<number, Pending>();
@@ -121,7 +124,9 @@ export class WorkerLink {
     const id = this.nextId;
     this.nextId = id >= ID_LIMIT ? 1 : id + 1;
     // Registered before the op is queued: a synchronous flush below sends only ops still pending.
-    this.pending.set(id, { done, deadline: Date.now() + this.options.timeoutMs, gen: 0 });
+    // performance.now(): the sweep relies on deadlines growing in arrival order, which a wall-clock
+    // step backwards would break.
+    this.pending.set(id, { done, deadline: performance.now() + this.options.timeoutMs, gen: 0 });
     this.queue.push({ id, type, key, value });
     this.queueBytes += key.length + value.length + 16;
     if (this.queue.length >= MAX_BATCH_OPS || this.queueBytes >= MAX_BATCH_BYTES) this.flush();
@@ -136,10 +141,12 @@ export class WorkerLink {
   private flush(): void {
     this.flushScheduled = false;
     if (this.queue.length === 0) return;
-    // While the worker is unreachable, requests fail at once (as gRPC does in TRANSIENT_FAILURE)
-    // instead of each turn dialling it again; the reconnect timer keeps trying.
-    if (!this.socket && this.reconnectTimer) return this.failQueued(`not connected (${this.lastError}); reconnecting`);
-    const socket = this.socket ?? this.connect();
+    // While the worker is unreachable (the last dial failed), requests fail at once, as gRPC does in
+    // TRANSIENT_FAILURE, instead of each turn dialling again; the reconnect timer keeps trying. After
+    // an established connection drops, the next flush dials at once.
+    if (!this.socket && this.reconnectTimer && this.dialFailed) return this.failQueued(`cannot connect (${this.lastError}); retrying`);
+    // A socket destroyed a moment ago still awaits its 'close': dial anew rather than write into it.
+    const socket = this.socket && !this.socket.destroyed ? this.socket : this.connect();
     // Backpressure: a worker that stops reading (hung, or slower than the load) must not make the
     // gateway buffer batches without bound. Writing regardless kept every batch sent to a SIGSTOPped
     // worker (expired requests included) in the write buffer until keepalive cut the
@@ -161,12 +168,22 @@ export class WorkerLink {
       // A backlog released by 'drain' goes out in batches of bounded size.
       const ops = this.queue.length <= MAX_BATCH_OPS ? this.queue : this.queue.slice(0, MAX_BATCH_OPS);
       this.queue = ops === this.queue ? [] : this.queue.slice(MAX_BATCH_OPS);
-      const live = ops.filter((op) => {
+      const live: Op[] = [];
+      for (const op of ops) {
         const p = this.pending.get(op.id);
-        if (p) p.gen = gen;
-        return p !== undefined;
-      });
-      if (live.length > 0) socket.write(encodeOps(this.options.epoch?.() ?? 0, live));
+        if (!p) continue;
+        p.gen = gen;
+        live.push(op);
+      }
+      if (live.length === 0) continue;
+      let frame: Buffer;
+      try {
+        frame = encodeOps(this.options.epoch?.() ?? 0, live);
+      } catch (err) {
+        for (const op of live) this.reject(op.id, new KvError(grpc.status.INTERNAL, `worker ${this.name}: ${(err as Error).message}`));
+        continue;
+      }
+      socket.write(frame);
     }
     this.queueBytes = this.queue.length === 0 ? 0 : this.queue.reduce((n, op) => n + op.key.length + op.value.length + 16, 0);
     if (this.queue.length > 0) this.flush();
@@ -184,9 +201,12 @@ export class WorkerLink {
     // buffered by the socket and sent on connect.
     socket.write(MAGIC);
     socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms`)));
+    let established = false;
     socket.once(this.options.tls ? 'secureConnect' : 'connect', () => {
+      established = true;
+      this.dialFailed = false;
       socket.setTimeout(0);
-      this.lastHeard = Date.now();
+      this.lastHeard = performance.now();
       this.setUp(true);
     });
     const reader = new FrameReader((kind, buf, start, end) => {
@@ -194,22 +214,22 @@ export class WorkerLink {
       else if (kind !== FrameKind.PONG) throw new FrameError(`unexpected frame kind ${kind}`);
     });
     socket.on('data', (chunk: Buffer) => {
-      this.lastHeard = Date.now();
+      this.lastHeard = performance.now();
       try {
         reader.push(chunk);
       } catch (err) {
-        // Either way the stream can no longer be trusted to line answers up with requests.
-        const what = err instanceof FrameError ? 'worker sent a malformed frame' : 'handling a worker answer failed';
-        socket.destroy(new Error(`${what}: ${(err as Error).message}`));
+        // The stream can no longer be trusted to line answers up with requests.
+        socket.destroy(new Error(`worker sent a malformed frame: ${(err as Error).message}`));
       }
     });
-    let why = 'connection closed by worker';
+    let why = 'connection closed';
     this.lastError = why;
     socket.on('error', (err: NodeJS.ErrnoException) => {
       why = err.code ? `${err.code} ${err.message}` : err.message;
       this.lastError = why;
     });
     socket.on('close', () => {
+      if (!established) this.dialFailed = true;
       if (this.socket === socket) {
         this.socket = undefined;
         this.setUp(false);
@@ -220,6 +240,18 @@ export class WorkerLink {
     return socket;
   }
 
+  /**
+   * Every outcome goes through here. A callback that throws must not fail the other requests of its
+   * batch (the worker applied them) nor escape into a timer, where it would end the process.
+   */
+  private settle(p: Pending, err: KvError | null, r?: OpResult): void {
+    try {
+      p.done(err, r);
+    } catch (thrown) {
+      this.events.onCallbackError?.(thrown);
+    }
+  }
+
   private answer(results: OpResult[]): void {
     for (const r of results) {
       const p = this.pending.get(r.id);
@@ -228,7 +260,7 @@ export class WorkerLink {
       // The worker's own failures (storage full or busy, internal). NOT_FOUND is an answer, and
       // FAILED_PRECONDITION a stale membership epoch that the cluster retries: neither is one.
       if (r.code !== grpc.status.OK && r.code !== grpc.status.NOT_FOUND && r.code !== grpc.status.FAILED_PRECONDITION) this.events.onFailure?.(r.code);
-      p.done(null, r);
+      this.settle(p, null, r);
     }
   }
 
@@ -237,7 +269,7 @@ export class WorkerLink {
     const socket = this.socket;
     if (!socket || this.closed || socket.connecting) return;
     const timeout = this.options.keepaliveTimeoutMs ?? 5_000;
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     socket.write(PING);
     setTimeout(() => {
       if (this.socket === socket && this.lastHeard < sentAt) {
@@ -256,13 +288,15 @@ export class WorkerLink {
     const queue = this.queue;
     this.queue = [];
     this.queueBytes = 0;
-    for (const op of queue) {
-      const p = this.pending.get(op.id);
-      if (!p) continue;
-      this.pending.delete(op.id);
-      this.events.onFailure?.(grpc.status.UNAVAILABLE);
-      p.done(unavailable(this.name, why));
-    }
+    for (const op of queue) this.reject(op.id, unavailable(this.name, why));
+  }
+
+  private reject(id: number, err: KvError): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    this.events.onFailure?.(err.code);
+    this.settle(p, err);
   }
 
   /** Keeps a connection open so the up/down state stays true and the first request finds it ready. */
@@ -281,19 +315,19 @@ export class WorkerLink {
       if (p.gen !== gen) continue;
       this.pending.delete(id);
       this.events.onFailure?.(grpc.status.UNAVAILABLE);
-      p.done(code === grpc.status.CANCELLED && this.closed ? unavailable(this.name, 'gateway is shutting down') : unavailable(this.name, why));
+      this.settle(p, code === grpc.status.CANCELLED && this.closed ? unavailable(this.name, 'gateway is shutting down') : unavailable(this.name, why));
     }
   }
 
   private expire(): void {
-    const now = Date.now();
+    const now = performance.now();
     let expired = 0;
     for (const [id, p] of this.pending) {
       if (p.deadline > now) break;
       this.pending.delete(id);
       expired++;
       this.events.onFailure?.(grpc.status.DEADLINE_EXCEEDED);
-      p.done(deadlineExceeded(this.name, this.options.timeoutMs));
+      this.settle(p, deadlineExceeded(this.name, this.options.timeoutMs));
     }
     // Ops held back by backpressure that expired are dropped, so the queue stays within maxInflight.
     if (expired > 0 && this.queue.length > 0) this.queue = this.queue.filter((op) => this.pending.has(op.id));
@@ -310,7 +344,7 @@ export class WorkerLink {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
-      p.done(unavailable(this.name, 'gateway is shutting down'));
+      this.settle(p, unavailable(this.name, 'gateway is shutting down'));
     }
     this.socket?.end();
     this.client.close();

@@ -7,8 +7,8 @@
 // protobufjs instead of this layout cost another ~2 µs per op on each side. Through the gateway, the
 // grpc-js stream made the internal hop cost more than serving the client's call (docs/performance.md).
 //
-// A connection opens with the 4-byte MAGIC (so the worker can tell it from an HTTP/2 preface, which
-// starts with "PRI "; over TLS the ALPN name decides). Then frames, both ways:
+// A connection opens with the 4-byte MAGIC, by which the worker tells it from an HTTP/2 preface
+// ("PRI ..."), also over TLS (where the gateway asks for EXCHANGE_ALPN). Then frames, both ways:
 //   u32 LE length of the rest | u8 kind | body
 // OPS      f64 epoch | u32 count | count × (u32 id | u8 type | u16 key bytes | u32 value bytes | key | value)
 // RESULTS  f64 epoch | u32 count | count × (u32 id | u16 code | u8 flags | u32 value bytes | u16 message bytes | value | message)
@@ -33,14 +33,18 @@ const BATCH_HEADER = 4 + 1 + 8 + 4;
 
 export class FrameError extends Error {}
 
-// An ASCII string is as long in UTF-8 as in UTF-16 code units; anything else needs up to 3 bytes a unit.
-function maxBytes(s: string): number {
-  return s.length * 3;
-}
+const utf8 = (s: string): number => Buffer.byteLength(s, 'utf8');
 
+/** Throws FrameError for a key the layout cannot carry (the gateway's validation allows 128 bytes). */
 export function encodeOps(epoch: number, ops: readonly Op[]): Buffer {
+  // Exact sizes: sized for the worst case (3 bytes a UTF-16 unit), 8 reads of 2 KiB values took a
+  // 49 KB buffer to send 16.5 KB, kept alive whole by the write queue.
   let size = BATCH_HEADER;
-  for (const op of ops) size += OP_HEADER + maxBytes(op.key) + maxBytes(op.value);
+  for (const op of ops) {
+    const k = utf8(op.key);
+    if (k > 0xffff) throw new FrameError(`key of ${k} bytes (op ${op.id}) is longer than the exchange carries (65535)`);
+    size += OP_HEADER + k + utf8(op.value);
+  }
   const b = Buffer.allocUnsafe(size);
   b[4] = FrameKind.OPS;
   b.writeDoubleLE(epoch, 5);
@@ -56,12 +60,12 @@ export function encodeOps(epoch: number, ops: readonly Op[]): Buffer {
     p += OP_HEADER + k + v;
   }
   b.writeUInt32LE(p - 4, 0);
-  return b.subarray(0, p);
+  return b;
 }
 
 export function encodeResults(epoch: number, results: readonly OpResult[]): Buffer {
   let size = BATCH_HEADER;
-  for (const r of results) size += RESULT_HEADER + maxBytes(r.value) + Math.min(maxBytes(r.message), MAX_MESSAGE_BYTES);
+  for (const r of results) size += RESULT_HEADER + utf8(r.value) + Math.min(r.message ? utf8(r.message) : 0, MAX_MESSAGE_BYTES);
   const b = Buffer.allocUnsafe(size);
   b[4] = FrameKind.RESULTS;
   b.writeDoubleLE(epoch, 5);
@@ -73,7 +77,7 @@ export function encodeResults(epoch: number, results: readonly OpResult[]): Buff
     b[p + 6] = (r.found ? 1 : 0) | (r.tombstone ? 2 : 0);
     const v = b.write(r.value, p + RESULT_HEADER, 'utf8');
     // Error messages are for people; one longer than 64 KiB is cut rather than failing the batch.
-    const m = r.message ? b.write(r.message, p + RESULT_HEADER + v, Math.min(maxBytes(r.message), MAX_MESSAGE_BYTES), 'utf8') : 0;
+    const m = r.message ? b.write(r.message, p + RESULT_HEADER + v, Math.min(utf8(r.message), MAX_MESSAGE_BYTES), 'utf8') : 0;
     b.writeUInt32LE(v, p + 7);
     b.writeUInt16LE(m, p + 11);
     p += RESULT_HEADER + v + m;

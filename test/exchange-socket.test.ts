@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerLink } from '../gateway/worker-link.js';
-import { MAGIC, encodeOps } from '../shared/exchange-codec.js';
+import { FrameKind, FrameReader, MAGIC, decodeResults, encodeOps } from '../shared/exchange-codec.js';
 import { OpType } from '../shared/proto.js';
 import { grpc } from './helpers/client.js';
 import { Proc, dist, waitFor } from './helpers/processes.js';
@@ -34,24 +34,25 @@ afterAll(async () => {
 
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
-function open(): Promise<Socket> {
+interface Peer {
+  s: Socket;
+  closed: Promise<void>;
+}
+
+/** A raw connection to the worker port; its close is watched from the start (the worker can be quick). */
+function open(): Promise<Peer> {
   return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1', () => resolve(s));
+    const s = connect(port, '127.0.0.1', () => resolve({ s, closed }));
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
     s.once('error', reject);
+    s.on('error', () => {});
   });
 }
 
-/** Resolves when the worker closes `s`, or with 'open' if it is still open after `ms`. */
-function closedWithin(s: Socket, ms: number): Promise<'closed' | 'open'> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve('open'), ms);
-    s.on('error', () => {});
-    s.once('close', () => {
-      clearTimeout(timer);
-      resolve('closed');
-    });
-    s.resume();
-  });
+/** 'closed' if the worker closes the connection within `ms`, else 'open'. */
+function closedWithin(peer: Peer, ms: number): Promise<'closed' | 'open'> {
+  peer.s.resume();
+  return Promise.race([peer.closed.then(() => 'closed' as const), new Promise<'open'>((r) => setTimeout(() => r('open'), ms).unref())]);
 }
 
 describe('worker port: gRPC and the exchange side by side', () => {
@@ -60,17 +61,35 @@ describe('worker port: gRPC and the exchange side by side', () => {
     expect(await scanWorkerKeys(port)).toContain('both/1');
   });
 
+  it('recognises the exchange when its first bytes arrive in pieces', async () => {
+    const { s } = await open();
+    const answers: number[] = [];
+    const reader = new FrameReader((kind, buf, start, end) => {
+      if (kind === FrameKind.RESULTS) answers.push(...decodeResults(buf, start, end).results.map((r) => r.code));
+    });
+    s.on('data', (c: Buffer) => reader.push(c));
+    const frame = encodeOps(0, [{ id: 1, type: OpType.GET, key: 'both/1', value: '' }]);
+    s.write(MAGIC.subarray(0, 2));
+    await new Promise((r) => setTimeout(r, 50));
+    s.write(Buffer.concat([MAGIC.subarray(2), frame.subarray(0, 3)]));
+    await new Promise((r) => setTimeout(r, 50));
+    s.write(frame.subarray(3));
+    await waitFor('the answer', async () => answers.length === 1, 5000);
+    expect(answers).toEqual([grpc.status.OK]);
+    s.destroy();
+  });
+
   it('disconnects a malformed frame, a zero-length frame and a stranger, and keeps serving', async () => {
     const badLength = await open();
     const header = Buffer.alloc(4);
     header.writeUInt32LE(0, 0);
-    badLength.write(Buffer.concat([MAGIC, header]));
+    badLength.s.write(Buffer.concat([MAGIC, header]));
     const badBody = await open();
     const frame = encodeOps(0, [{ id: 1, type: OpType.GET, key: 'k', value: '' }]);
     frame.writeUInt32LE(1000, 13); // claims more ops than it holds
-    badBody.write(Buffer.concat([MAGIC, frame]));
+    badBody.s.write(Buffer.concat([MAGIC, frame]));
     const stranger = await open();
-    stranger.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    stranger.s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     expect(await Promise.all([closedWithin(badLength, 5000), closedWithin(badBody, 5000), closedWithin(stranger, 5000)])).toEqual(['closed', 'closed', 'closed']);
     await waitFor('the malformed frames logged', async () => worker.output.join('').includes('malformed frame'), 5000);
     expect((await link.call(OpType.GET, 'both/1', '')).value).toBe('v');
@@ -79,7 +98,7 @@ describe('worker port: gRPC and the exchange side by side', () => {
   it('stops reading from a peer that never reads its answers, instead of buffering them', async () => {
     await link.call(OpType.PUT, 'big', 'x'.repeat(2048));
     const before = rssMiB(worker.pid);
-    const s = await open();
+    const { s } = await open();
     s.pause(); // never reads: every answer (1,000 x 2 KiB a batch) stays unread
     s.write(MAGIC);
     const batch = (id: number): Buffer => encodeOps(0, Array.from({ length: 1000 }, (_, i) => ({ id: id * 1000 + i, type: OpType.GET, key: 'big', value: '' })));

@@ -85,4 +85,45 @@ describe('worker link', () => {
       await late.stop();
     }
   });
+
+  it('keeps a request callback that throws from failing its batch neighbours or escaping into a timer', async () => {
+    const thrown: unknown[] = [];
+    const l = new WorkerLink('worker-0', link.address, { timeoutMs: 10_000, maxInflight: 100 }, { onCallbackError: (e) => thrown.push(e) });
+    const outcomes = await new Promise<(number | string)[]>((resolve) => {
+      const got: (number | string)[] = [];
+      for (let i = 0; i < 8; i++) {
+        l.send(OpType.PUT, `throwing/${i}`, 'v', (err, r) => {
+          got[i] = err ? err.message : r!.code;
+          if (got.filter((x) => x !== undefined).length === 8) resolve(got);
+          if (i === 2) throw new Error('caller bug');
+        });
+      }
+    });
+    expect(outcomes).toEqual(Array(8).fill(grpc.status.OK));
+    expect(thrown).toHaveLength(1);
+    // The failure paths settle through the same guard: a throwing callback of a request that fails
+    // when the link closes is reported too, and the test process is still here to check it.
+    const closing = new Promise<void>((resolve) =>
+      l.send(OpType.GET, 'throwing/0', '', () => {
+        resolve();
+        throw new Error('caller bug on failure');
+      }),
+    );
+    await l.close();
+    await closing;
+    expect(thrown.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('does not fail requests when an established connection drops: it dials again at once', async () => {
+    const l = new WorkerLink('worker-0', link.address, { timeoutMs: 10_000, maxInflight: 100 });
+    await l.call(OpType.PUT, 'drop/1', 'v');
+    (l as unknown as { socket: { destroy(): void } }).socket.destroy();
+    const results: (number | string)[] = [];
+    for (let i = 0; i < 20; i++) {
+      results.push(await l.call(OpType.GET, 'drop/1', '').then((r) => r.code, (e: Error) => e.message));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(results).toEqual(Array(20).fill(grpc.status.OK));
+    await l.close();
+  });
 });

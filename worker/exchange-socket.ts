@@ -11,6 +11,9 @@ import type { Logger } from '../shared/logger.js';
 import type { OpBatch, ResultBatch } from '../shared/proto.js';
 
 const PONG = encodeSignal(FrameKind.PONG);
+// After a bad frame the answers already written still go out (end, not destroy); a peer that never
+// reads them is cut off after this long.
+const CLOSE_GRACE_MS = 5_000;
 
 export interface ExchangeConnection {
   /** Stops applying batches and closes the connection (the gateway fails what it still waits for). */
@@ -25,15 +28,23 @@ export function serveExchangeSocket(
   onClose: () => void,
 ): ExchangeConnection {
   let open = true;
+  let blocked = false;
   const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+  const close = (): void => {
+    open = false;
+    socket.end();
+    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+  };
   socket.setNoDelay(true);
   const reader = new FrameReader((kind, buf, start, end) => {
     if (!open) return;
     if (kind === FrameKind.OPS) {
       const r = apply(decodeOps(buf, start, end));
-      if (!socket.write(encodeResults(r.epoch, r.results)) && !socket.isPaused()) {
+      if (!socket.write(encodeResults(r.epoch, r.results)) && !blocked) {
+        blocked = true;
         socket.pause();
         socket.once('drain', () => {
+          blocked = false;
           if (open) socket.resume();
         });
       }
@@ -41,14 +52,15 @@ export function serveExchangeSocket(
     else throw new FrameError(`unexpected frame kind ${kind}`);
   });
   const receive = (chunk: Buffer): void => {
+    if (!open) return;
     try {
       reader.push(chunk);
     } catch (err) {
-      // The gateway fails what it sent on this connection with UNAVAILABLE and reconnects.
+      // The gateway fails what it sent on this connection and has no answer for with UNAVAILABLE,
+      // and reconnects; answers to batches applied before this one are still delivered.
       if (err instanceof FrameError) log.warn({ peer, err: err.message }, 'exchange connection closed: malformed frame');
       else log.error({ peer, err }, 'exchange connection closed: applying a batch failed');
-      open = false;
-      socket.destroy();
+      close();
     }
   };
   socket.on('data', receive);
@@ -60,10 +72,6 @@ export function serveExchangeSocket(
     onClose();
   });
   if (head.length > 0) receive(head);
-  return {
-    end: () => {
-      open = false;
-      socket.end();
-    },
-  };
+  if (open && !blocked) socket.resume();
+  return { end: close };
 }

@@ -1,8 +1,9 @@
 // The worker's one port: gRPC (control calls, the health service, --direct-api) and the gateway's
 // framed exchange (shared/exchange-codec.ts) share it, so deployments, probes and NetworkPolicies keep
-// one port. Each connection is told apart by its first bytes (the exchange's MAGIC against HTTP/2's
-// "PRI " preface) or, over TLS, by ALPN; gRPC connections are handed to grpc-js through its
-// connection injector. TLS, when on, is terminated here with the same mutual-TLS settings for both.
+// one port. Each connection is told apart by its first bytes, the exchange's MAGIC against anything
+// else (HTTP/2 starts with "PRI "), also over TLS (where the gateway asks for the exchange's ALPN name
+// and gRPC clients for "h2"); gRPC connections are handed to grpc-js through its connection injector.
+// TLS, when on, is terminated here with the same mutual-TLS settings for both.
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -24,6 +25,7 @@ export interface ListenOptions {
   grpcServer: grpc.Server;
   /** Mutual TLS for both protocols; plain TCP when undefined. */
   tls?: TlsOptions;
+  /** A gateway's exchange connection, paused, with the bytes read after MAGIC; the callee resumes it. */
   onExchange(socket: Socket, head: Buffer): void;
   log: Logger;
 }
@@ -41,8 +43,8 @@ export async function listenWorker(o: ListenOptions): Promise<WorkerListener> {
       socket.removeListener('data', onData);
       socket.pause();
       if (head.subarray(0, MAGIC.length).equals(MAGIC)) {
+        // Paused here; the exchange resumes reading unless the first bytes already filled its output.
         o.onExchange(socket, head.subarray(MAGIC.length));
-        socket.resume();
       } else {
         // HTTP/2 reads what was already taken off the socket (Node http2 core replays readableLength).
         socket.unshift(head);
@@ -68,6 +70,8 @@ export async function listenWorker(o: ListenOptions): Promise<WorkerListener> {
     server.once('error', (err) => reject(new Error(`cannot listen on ${address}: ${err.message}`)));
     server.listen(o.port, o.host, () => resolve());
   });
+  // Later errors (e.g. EMFILE while accepting) are logged; the server keeps serving what it can.
+  server.on('error', (err) => o.log.error({ err }, `listener error on ${address}`));
   const bound = server.address();
   return {
     port: typeof bound === 'object' && bound ? bound.port : o.port,
