@@ -1,10 +1,11 @@
 // The worker's one port carries both gRPC and the gateway's framed exchange (worker/listener.ts).
-// Against a real worker process: both protocols are served side by side; a peer that sends a
-// malformed frame or speaks neither protocol is disconnected while everyone else is served; and a
-// peer that sends batches but never reads the answers cannot make the worker buffer them: it stops
-// reading, so its memory stays flat while the sender's own write buffer grows instead.
+// Against a real worker process: both protocols are served side by side, also when their first bytes
+// arrive a few at a time; a peer that sends a malformed frame or speaks neither protocol is
+// disconnected while everyone else is served; and a peer that sends batches but never reads the
+// answers cannot make the worker buffer them: it stops reading, so its memory stays flat while the
+// sender's own write buffer grows instead.
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -59,6 +60,39 @@ describe('worker port: gRPC and the exchange side by side', () => {
   it('serves a key written over the exchange to a gRPC scan on the same port', async () => {
     expect((await link.call(OpType.PUT, 'both/1', 'v')).code).toBe(grpc.status.OK);
     expect(await scanWorkerKeys(port)).toContain('both/1');
+  });
+
+  it('hands gRPC to grpc-js even when the HTTP/2 preface arrives a few bytes at a time', async () => {
+    // A proxy that forwards the first 40 bytes from the client 3 bytes at a time, 10 ms apart.
+    const proxy = createServer((client) => {
+      const up = connect(port, '127.0.0.1');
+      let dribbled = 0;
+      let queue = Promise.resolve();
+      client.on('data', (chunk: Buffer) => {
+        queue = queue.then(async () => {
+          let rest = chunk;
+          while (dribbled < 40 && rest.length > 0) {
+            const n = Math.min(3, 40 - dribbled, rest.length);
+            up.write(rest.subarray(0, n));
+            rest = rest.subarray(n);
+            dribbled += n;
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          if (rest.length > 0) up.write(rest);
+        });
+      });
+      up.pipe(client);
+      for (const [a, b] of [[client, up], [up, client]] as const) {
+        a.on('error', () => {});
+        a.on('close', () => b.destroy());
+      }
+    });
+    const proxyPort = await new Promise<number>((r) => proxy.listen(0, '127.0.0.1', () => r((proxy.address() as AddressInfo).port)));
+    try {
+      expect(await scanWorkerKeys(proxyPort)).toContain('both/1');
+    } finally {
+      proxy.close();
+    }
   });
 
   it('recognises the exchange when its first bytes arrive in pieces', async () => {
