@@ -338,17 +338,13 @@ export class Cluster {
     link.send(type, key, value, (err, r) => {
       if (err) return done(err);
       if (r!.code !== grpc.status.FAILED_PRECONDITION) return done(null, r, owner);
-      this.refresh()
-        .then(
-          () => this.routeSlowly(type, key, value, 1, done),
-          (e: unknown) => done(e),
-        )
-        .catch((e: unknown) => this.log.error({ err: e }, 'a request callback threw'));
+      this.routeSlowly(type, key, value, 1, done);
     });
   }
 
+  /** execute() from `attempt` on, refreshing the membership first after an epoch refusal (attempt > 0). */
   private routeSlowly(type: OpTypeValue, key: string, value: string, attempt: number, done: RouteDone): void {
-    this.execute(type, key, value, attempt)
+    (attempt > 0 ? this.refresh().then(() => this.execute(type, key, value, attempt)) : this.execute(type, key, value, attempt))
       .then(
         (x) => done(null, x.r, x.worker),
         (err: unknown) => done(err),

@@ -32,35 +32,39 @@ export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementatio
   const metricsOn = deps.metricsOn ?? true;
   const routed = new Map<string, { inc(): void }>();
 
-  // Times the call, counts it by status code, and turns any failure into the right status.
+  // Every public call ends in one of these two: they time it, count it by status code, and turn any
+  // failure into the right status. `start` is 0 when metrics are off.
+  function succeed<Res>(method: PublicMethod, start: number, cb: grpc.sendUnaryData<Res>, res: Res): void {
+    if (metricsOn) metrics.observe(method, grpc.status.OK, (performance.now() - start) / 1000);
+    cb(null, res);
+  }
+
+  function fail(method: PublicMethod, start: number, cb: grpc.sendUnaryData<never>, err: unknown): void {
+    const e = toServiceError(err, log);
+    if (metricsOn) metrics.observe(method, e.code!, (performance.now() - start) / 1000);
+    if (e.code === grpc.status.INTERNAL) log.error({ method, err }, 'request failed');
+    cb(e);
+  }
+
+  /** The request, unless strict decoding marked it malformed (INVALID_ARGUMENT naming the problem). */
+  function wellFormed<Req>(req: Req): Req {
+    const problem = requestProblem(req);
+    if (problem) throw invalidArgument(problem);
+    return req;
+  }
+
   function handle<Req, Res>(method: PublicMethod, body: (req: Req) => Promise<Res> | Res): Unary<Req, Res> {
     return (call, cb) => {
       const start = metricsOn ? performance.now() : 0;
-      const finish = (code: number): void => {
-        if (metricsOn) metrics.observe(method, code, (performance.now() - start) / 1000);
-      };
       let result: Promise<Res> | Res;
       try {
-        const problem = requestProblem(call.request);
-        if (problem) throw invalidArgument(problem);
-        result = body(call.request);
+        result = body(wellFormed(call.request));
       } catch (err) {
-        const e = toServiceError(err, log);
-        finish(e.code!);
-        cb(e);
-        return;
+        return fail(method, start, cb, err);
       }
       Promise.resolve(result).then(
-        (res) => {
-          finish(grpc.status.OK);
-          cb(null, res);
-        },
-        (err: unknown) => {
-          const e = toServiceError(err, log);
-          finish(e.code!);
-          if (e.code === grpc.status.INTERNAL) log.error({ method, err }, 'request failed');
-          cb(e);
-        },
+        (res) => succeed(method, start, cb, res),
+        (err: unknown) => fail(method, start, cb, err),
       );
     };
   }
@@ -79,32 +83,23 @@ export function kvService(deps: KvServiceDeps): grpc.UntypedServiceImplementatio
   function point<Req, Res>(method: PublicMethod, type: OpTypeValue, parse: (req: Req) => { key: string; value: string }, reply: (r: OpResult, key: string) => Res): Unary<Req, Res> {
     return (call, cb) => {
       const start = metricsOn ? performance.now() : 0;
-      const fail = (err: unknown): void => {
-        const e = toServiceError(err, log);
-        if (metricsOn) metrics.observe(method, e.code!, (performance.now() - start) / 1000);
-        if (e.code === grpc.status.INTERNAL) log.error({ method, err }, 'request failed');
-        cb(e);
-      };
       let req: { key: string; value: string };
       try {
-        const problem = requestProblem(call.request);
-        if (problem) throw invalidArgument(problem);
-        req = parse(call.request);
+        req = parse(wellFormed(call.request));
       } catch (err) {
-        return fail(err);
+        return fail(method, start, cb, err);
       }
       cluster.route(type, req.key, req.value, (err, r, worker) => {
-        if (err) return fail(err);
+        if (err) return fail(method, start, cb, err);
         if (metricsOn) countRouted(worker!);
-        if (r!.code !== grpc.status.OK && r!.code !== grpc.status.NOT_FOUND) return fail(workerFailure(r!, worker!));
+        if (r!.code !== grpc.status.OK && r!.code !== grpc.status.NOT_FOUND) return fail(method, start, cb, workerFailure(r!, worker!));
         let res: Res;
         try {
           res = reply(r!, req.key);
         } catch (e) {
-          return fail(e);
+          return fail(method, start, cb, e);
         }
-        if (metricsOn) metrics.observe(method, grpc.status.OK, (performance.now() - start) / 1000);
-        cb(null, res);
+        succeed(method, start, cb, res);
       });
     };
   }

@@ -311,12 +311,8 @@ export class WorkerLink {
   }
 
   private failGeneration(gen: number, why: string, code: number): void {
-    for (const [id, p] of this.pending) {
-      if (p.gen !== gen) continue;
-      this.pending.delete(id);
-      this.events.onFailure?.(grpc.status.UNAVAILABLE);
-      this.settle(p, code === grpc.status.CANCELLED && this.closed ? unavailable(this.name, 'gateway is shutting down') : unavailable(this.name, why));
-    }
+    const reason = code === grpc.status.CANCELLED && this.closed ? 'gateway is shutting down' : why;
+    for (const [id, p] of this.pending) if (p.gen === gen) this.reject(id, unavailable(this.name, reason));
   }
 
   private expire(): void {
@@ -324,10 +320,8 @@ export class WorkerLink {
     let expired = 0;
     for (const [id, p] of this.pending) {
       if (p.deadline > now) break;
-      this.pending.delete(id);
       expired++;
-      this.events.onFailure?.(grpc.status.DEADLINE_EXCEEDED);
-      this.settle(p, deadlineExceeded(this.name, this.options.timeoutMs));
+      this.reject(id, deadlineExceeded(this.name, this.options.timeoutMs));
     }
     // Ops held back by backpressure that expired are dropped, so the queue stays within maxInflight.
     if (expired > 0 && this.queue.length > 0) this.queue = this.queue.filter((op) => this.pending.has(op.id));

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ring } from '../shared/ring.js';
 import { admin, waitStable } from './helpers/admin.js';
 import { Checker } from './helpers/checker.js';
-import { kvClient, type KvClient } from './helpers/client.js';
+import { getAll, kvClient, putFiller, type KvClient } from './helpers/client.js';
 import { Proc, TestCluster, waitFor } from './helpers/processes.js';
 import { scanWorkerKeys } from './helpers/worker-client.js';
 
@@ -29,8 +29,7 @@ afterAll(async () => {
 
 describe('migration under faults', () => {
   it('resumes after a source worker is SIGKILLed and a gateway is SIGKILLed mid-migration', async () => {
-    const filler = Array.from({ length: 4000 }, (_, i) => `fill/${i}`);
-    for (let i = 0; i < filler.length; i += 400) await Promise.all(filler.slice(i, i + 400).map((k) => kv.put(k, `f:${k}`)));
+    const filler = await putFiller(kv, 4000, 400);
     const checker = new Checker([cluster.address, secondAddress], 6, 100);
     checker.start(150_000);
 
@@ -71,10 +70,7 @@ describe('migration under faults', () => {
     expect((await kv.list()).filter((k) => k.startsWith('chk/'))).toEqual(present);
 
     const ring4 = new Ring(['worker-0', 'worker-1', 'worker-2', 'worker-3']);
-    for (let i = 0; i < filler.length; i += 400) {
-      const chunk = filler.slice(i, i + 400);
-      expect(await Promise.all(chunk.map((k) => kv.get(k)))).toEqual(chunk.map((k) => `f:${k}`));
-    }
+    expect(await getAll(kv, filler, 400)).toEqual(filler.map((k) => `f:${k}`));
     for (const name of ['worker-0', 'worker-1', 'worker-2', 'worker-3']) {
       const held = (await scanWorkerKeys(cluster.worker(name).listening!.port)).filter((k) => k.startsWith('fill/'));
       expect(held, `fill keys on ${name}`).toEqual(filler.filter((k) => ring4.owner(k) === name).sort());

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ring } from '../shared/ring.js';
 import { admin, waitStable } from './helpers/admin.js';
 import { Checker } from './helpers/checker.js';
-import { grpc, kvClient, type KvClient } from './helpers/client.js';
+import { getAll, grpc, kvClient, putFiller, type KvClient } from './helpers/client.js';
 import { TestCluster } from './helpers/processes.js';
 import { scanWorkerKeys } from './helpers/worker-client.js';
 
@@ -27,8 +27,7 @@ afterAll(async () => {
 describe('online rebalancing', () => {
   it('scales 3 → 5 → 2 under a verifying load through two gateways, losing nothing', async () => {
     // Static keys the checker never touches, so the moved count can be compared with the ring.
-    const filler = Array.from({ length: 3000 }, (_, i) => `fill/${i}`);
-    for (let i = 0; i < filler.length; i += 300) await Promise.all(filler.slice(i, i + 300).map((k) => kv.put(k, `f:${k}`)));
+    const filler = await putFiller(kv, 3000, 300);
 
     const checker = new Checker([cluster.address, secondAddress], 8, 100);
     checker.start(150_000);
@@ -78,10 +77,7 @@ describe('online rebalancing', () => {
     expect(listed).toEqual(present);
 
     // Every static key is readable and lives exactly where the final ring puts it.
-    for (let i = 0; i < filler.length; i += 300) {
-      const chunk = filler.slice(i, i + 300);
-      expect(await Promise.all(chunk.map((k) => kv.get(k)))).toEqual(chunk.map((k) => `f:${k}`));
-    }
+    expect(await getAll(kv, filler, 300)).toEqual(filler.map((k) => `f:${k}`));
     for (const name of ['worker-0', 'worker-1']) {
       const held = (await scanWorkerKeys(cluster.worker(name).listening!.port)).filter((k) => k.startsWith('fill/'));
       expect(held).toEqual(filler.filter((k) => ring2.owner(k) === name).sort());

@@ -8,6 +8,7 @@ import { createServer as createNetServer, type Server, type Socket } from 'node:
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { EXCHANGE_ALPN, MAGIC } from '../shared/exchange-codec.js';
+import { listenAddress } from '../shared/grpc-server.js';
 import type { Logger } from '../shared/logger.js';
 
 // A connection that has not said which protocol it speaks within this time is dropped.
@@ -65,7 +66,7 @@ export async function listenWorker(o: ListenOptions): Promise<WorkerListener> {
   } else {
     server = createNetServer((socket) => sniff(socket));
   }
-  const address = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
+  const address = listenAddress(o.host, o.port);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new Error(`cannot listen on ${address}: ${err.message}`)));
     server.listen(o.port, o.host, () => resolve());

@@ -61,3 +61,17 @@ export async function errorOf(p: Promise<unknown>): Promise<grpc.ServiceError> {
 }
 
 export { grpc };
+
+/** Static keys `fill/0..count-1` with value `f:<key>` that a verifying load never touches, written `chunk` at a time. */
+export async function putFiller(kv: KvClient, count: number, chunk: number): Promise<string[]> {
+  const keys = Array.from({ length: count }, (_, i) => `fill/${i}`);
+  for (let i = 0; i < keys.length; i += chunk) await Promise.all(keys.slice(i, i + chunk).map((k) => kv.put(k, `f:${k}`)));
+  return keys;
+}
+
+/** The values of `keys`, read `chunk` at a time (for comparing with `f:<key>`). */
+export async function getAll(kv: KvClient, keys: string[], chunk: number): Promise<string[]> {
+  const values: string[] = [];
+  for (let i = 0; i < keys.length; i += chunk) values.push(...(await Promise.all(keys.slice(i, i + chunk).map((k) => kv.get(k)))));
+  return values;
+}
