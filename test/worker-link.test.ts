@@ -1,6 +1,7 @@
 // The gateway's link to one worker, against a real worker process: more requests in one event-loop turn
 // than one batch holds are all answered; while the worker is hung (SIGSTOP) requests expire with
-// DEADLINE_EXCEEDED, nothing stays queued, and after SIGCONT the same link serves again; while a worker
+// DEADLINE_EXCEEDED (also when they come after an idle spell, when the link's deadline sweep had
+// stopped), nothing stays queued, and after SIGCONT the same link serves again; while a worker
 // is unreachable requests fail at once with UNAVAILABLE, and the link connects when it appears.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
@@ -30,6 +31,7 @@ afterAll(async () => {
 });
 
 const queued = (l: WorkerLink): number => (l as unknown as { queue: unknown[] }).queue.length;
+const sweeping = (l: WorkerLink): boolean => (l as unknown as { sweeper: unknown }).sweeper !== undefined;
 
 describe('worker link', () => {
   it('answers every request of a turn larger than one batch', async () => {
@@ -41,6 +43,8 @@ describe('worker link', () => {
   it('expires requests to a hung worker without keeping them queued, and serves again after SIGCONT', async () => {
     const hungLink = new WorkerLink('worker-0', link.address, { timeoutMs: 1000, maxInflight: 50_000 });
     await hungLink.call(OpType.GET, 'link/before', '');
+    // Idle, the deadline sweep (every 100 ms here) stops; the requests below must start it again.
+    await waitFor('the idle link to stop sweeping', async () => !sweeping(hungLink), 2000);
     worker.kill('SIGSTOP');
     try {
       const value = 'x'.repeat(2048);
@@ -52,6 +56,9 @@ describe('worker link', () => {
       }
       const codes = await Promise.all(calls);
       expect(codes.every((c) => c === grpc.status.DEADLINE_EXCEEDED || c === grpc.status.UNAVAILABLE)).toBe(true);
+      // The first wave expires by its own deadline, long before keepalive (10 s + 5 s) would cut the
+      // connection and fail it as UNAVAILABLE.
+      expect(codes.slice(0, 3000).every((c) => c === grpc.status.DEADLINE_EXCEEDED)).toBe(true);
       expect(hungLink.inflight).toBe(0);
       expect(queued(hungLink)).toBe(0);
     } finally {
