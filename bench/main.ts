@@ -14,8 +14,8 @@ import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { benchClient, type Protocol } from './clients.js';
 import { etcdVersion, startEtcd } from './etcd.js';
 import { runLoad, type LoadSpec } from './load.js';
-import { cpuSeconds, peakRssMiB, rssMiB } from './procstat.js';
-import { medianComparison, toMarkdown, writeReport, type Comparison, type Phase, type Report, type Target } from './report.js';
+import { cpuSeconds, peakRssMiB, rssMiB, wakeups } from './procstat.js';
+import { medianComparison, toMarkdown, writeReport, type Comparison, type IdleCost, type Phase, type Report, type Target } from './report.js';
 import { startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
 import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
 
@@ -44,6 +44,7 @@ const program = new Command('kv-bench')
   .option('--compare-sync', 'also run put and mix at the highest concurrency with --sync full on both targets')
   .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)')
   .option('--migration', 'also run mix at the highest concurrency while a worker is added (keys moving), next to steady state')
+  .option('--idle <s>', 'measure each server set idle for this many seconds before the load, after as many (up to 5) to settle: CPU and wake-ups per second; 0 skips', Number, 10)
   .option('--no-direct', 'skip the direct-worker baseline')
   .option('--etcd', 'also run get, put and mix on a single-member etcd 3.4 with its defaults (fsync per commit) next to each gateway phase, and with --compare-sync next to --sync full; needs `etcd` on PATH: apt-get install etcd-server')
   .option('--cpu-prof <dir>', 'run the servers under node --cpu-prof, profiles written to <dir>')
@@ -69,6 +70,7 @@ const o = program.opts<{
   compareSync?: boolean;
   scale?: string;
   migration?: boolean;
+  idle: number;
   direct: boolean;
   etcd?: boolean;
   cpuProf?: string;
@@ -77,7 +79,7 @@ const o = program.opts<{
 }>();
 
 if (o.quick) {
-  Object.assign(o, { duration: 2, warmup: 0.5, keys: Math.min(o.keys, 2000), concurrency: '8', compareMetrics: false, compareSync: false, scale: undefined });
+  Object.assign(o, { duration: 2, warmup: 0.5, idle: Math.min(o.idle, 1), keys: Math.min(o.keys, 2000), concurrency: '8', compareMetrics: false, compareSync: false, scale: undefined });
   if (program.getOptionValueSource('workloads') === 'default') o.workloads = 'get,put,mix,listkeys,backup';
 }
 const workloads = list(o.workloads).map((w) => {
@@ -108,6 +110,7 @@ const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
 const dataDir = mkdtempSync(join(tmpdir(), 'kvbench-'));
 const running: ServerSet[] = [];
 const phases: Phase[] = [];
+const idle: IdleCost[] = [];
 
 async function cleanup(): Promise<void> {
   await Promise.all(running.splice(0).map((s) => s.stop().catch(() => undefined)));
@@ -129,6 +132,22 @@ async function up(kind: 'gateway' | 'direct' | 'etcd', opts: ServerOptions): Pro
   const settings = kind === 'etcd' ? `etcd ${etcdRelease}, its defaults` : `sync ${opts.sync}, metrics ${opts.metrics}`;
   log(`started ${kind} (${opts.keys} keys, ${settings}) at ${set.address} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${set.processes.map((p) => `${p.name}=${p.pid}`).join(' ')}`);
   return set;
+}
+
+/** The sets measured side by side over the same seconds, so they share the machine's background load. */
+async function measureIdle(sets: [string, ServerSet][], seconds: number): Promise<void> {
+  if (!(seconds > 0)) return;
+  // Right after a start, V8 is still compiling and collecting start-up garbage: that is not idling.
+  const settle = Math.min(5, seconds);
+  log(`measuring ${sets.map(([t]) => t).join(', ')} idle for ${seconds} s, after ${settle} s to settle`);
+  await new Promise((r) => setTimeout(r, settle * 1000));
+  const procs = sets.flatMap(([target, set]) => set.processes.map((p) => ({ target, p, cpu: cpuSeconds(p.pid), woke: wakeups(p.pid) })));
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const s = (performance.now() - t0) / 1000;
+  for (const { target, p, cpu, woke } of procs) {
+    idle.push({ target, name: p.name, pid: p.pid, seconds: s, cpuMsPerSecond: ((cpuSeconds(p.pid) - cpu) * 1000) / s, wakeupsPerSecond: (wakeups(p.pid) - woke) / s });
+  }
 }
 
 async function down(set: ServerSet): Promise<void> {
@@ -297,6 +316,7 @@ async function main(): Promise<void> {
     const gw = await up('gateway', serverOptions());
     const direct = o.direct ? await up('direct', serverOptions()) : undefined;
     const etcd = o.etcd ? await up('etcd', serverOptions()) : undefined;
+    await measureIdle([['gateway', gw], ...(direct ? [['direct', direct] as [string, ServerSet]] : []), ...(etcd ? [['etcd', etcd] as [string, ServerSet]] : [])], o.idle);
     // Interleaved per phase: the machine's background noise drifts, so neighbours compare best. With
     // --rounds, each set runs again in the reverse order, and the ratios are the median: on a shared
     // 2-core machine one pair's ratio moved by 0.3 from one run to the next. The gateway runs in the
@@ -444,6 +464,7 @@ async function main(): Promise<void> {
       loadAvgEnd: loadavg(),
     },
     phases,
+    idle,
     comparisons,
     targets,
   };

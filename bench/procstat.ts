@@ -1,6 +1,6 @@
 // Server cost read from the kernel, not from the servers themselves: CPU seconds (utime + stime of
 // /proc/<pid>/stat, all threads) and peak resident memory (VmHWM of /proc/<pid>/status). Linux only.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 let ticksPerSecond = 100;
@@ -35,3 +35,20 @@ function statusKb(pid: number, field: string): number {
 export const peakRssMiB = (pid: number): number => statusKb(pid, 'VmHWM') / 1024;
 /** Current resident set size, in MiB. */
 export const rssMiB = (pid: number): number => statusKb(pid, 'VmRSS') / 1024;
+
+/**
+ * How many times the process has gone to sleep and been woken since it started: voluntary context
+ * switches summed over its threads (/proc/<pid>/task/<tid>/status), or NaN if it is gone.
+ */
+export function wakeups(pid: number): number {
+  try {
+    let n = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const m = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+      if (m) n += Number(m[1]);
+    }
+    return n;
+  } catch {
+    return Number.NaN;
+  }
+}

@@ -28,6 +28,16 @@ export interface Phase {
   extra?: Record<string, number | string | boolean>;
 }
 
+/** What a server process costs while no request arrives: its timers and background work. */
+export interface IdleCost {
+  target: string;
+  name: string;
+  pid: number;
+  seconds: number;
+  cpuMsPerSecond: number;
+  wakeupsPerSecond: number;
+}
+
 export interface Comparison {
   variant: string;
   workload: string;
@@ -67,6 +77,7 @@ export interface Target {
 export interface Report {
   meta: Record<string, unknown>;
   phases: Phase[];
+  idle: IdleCost[];
   comparisons: Comparison[];
   targets: Target[];
 }
@@ -91,6 +102,11 @@ export function toMarkdown(r: Report): string {
     const l = p.result.latencyUs;
     const per = p.servers.map((s) => `${s.name} ${f(s.cpuUsPerOp, 1)}, ${f(s.peakRssMiB)}`).join('; ');
     lines.push(`| ${p.target}${p.note ? ` (${p.note})` : ''} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${f(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${f(p.loadAvg1m, 1)} | ${per} |`);
+  }
+  if (r.idle.length > 0) {
+    lines.push('', `## Idle (${f(r.idle[0].seconds)} s with no requests, after the preload)`, '');
+    lines.push('| target | process | CPU ms per second | wake-ups per second |', '|---|---|---:|---:|');
+    for (const i of r.idle) lines.push(`| ${i.target} | ${i.name} | ${f(i.cpuMsPerSecond, 2)} | ${f(i.wakeupsPerSecond)} |`);
   }
   const extras = r.phases.filter((p) => p.extra);
   if (extras.length > 0) {

@@ -53,6 +53,12 @@ describe('npm run bench -- --quick', () => {
       expect(p.extra?.backupOk, p.target).toBe(true);
       expect(p.extra?.backupMiB as number, p.target).toBeGreaterThan(0);
     }
+    // Idle: every server process was measured, and a Node process wakes at least for its timers.
+    expect(report.idle.map((i) => `${i.target}/${i.name}`).sort()).toEqual(['direct/direct-0', 'gateway/gateway', 'gateway/worker-0', 'gateway/worker-1', 'gateway/worker-2']);
+    for (const i of report.idle) {
+      expect(i.wakeupsPerSecond, i.name).toBeGreaterThan(0);
+      expect(Number.isFinite(i.cpuMsPerSecond) && i.cpuMsPerSecond >= 0, `${i.name} cpu ${i.cpuMsPerSecond}`).toBe(true);
+    }
     const mix = report.comparisons.find((c) => c.workload === 'mix' && c.variant === 'gateway ÷ direct');
     expect(mix).toBeDefined();
     expect(mix!.opsRatio).toBeGreaterThan(0);
