@@ -8,7 +8,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { benchClient, type Protocol } from './clients.js';
@@ -22,7 +22,24 @@ import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
 const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean);
 const int = (raw: string): number => {
   const n = Number(raw);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`expected a non-negative number, got "${raw}"`);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a non-negative number');
+  return n;
+};
+
+/** Parsers for comma-separated flags: a bad entry is a usage error naming the flag, before anything starts. */
+const intList = (raw: string): string => {
+  if (list(raw).length === 0) throw new InvalidArgumentError('expected a comma-separated list of numbers');
+  list(raw).forEach(int);
+  return raw;
+};
+const workloadList = (raw: string): string => {
+  const bad = list(raw).filter((w) => !(WORKLOADS as readonly string[]).includes(w));
+  if (bad.length > 0 || list(raw).length === 0) throw new InvalidArgumentError(`unknown workload ${bad.map((w) => `"${w}"`).join(', ') || '(none given)'}; choose from ${WORKLOADS.join(', ')}`);
+  return raw;
+};
+const valueSize = (raw: string): number => {
+  const n = int(raw);
+  if (n > 2048) throw new InvalidArgumentError('expected at most 2048 bytes');
   return n;
 };
 
@@ -30,19 +47,19 @@ const program = new Command('kv-bench')
   .description('Closed-loop benchmark of kvstore: through the gateway and straight to one worker, in one run')
   .option('--address <host:port>', 'benchmark a running store instead of starting one (no direct baseline, no server CPU)')
   .option('--workers <n>', 'workers behind the gateway', int, 3)
-  .option('--workloads <list>', `comma-separated, run in this order: ${WORKLOADS.join(', ')}`, 'get,put,mix,listkeys,backup,delete')
-  .option('--concurrency <list>', 'closed-loop clients, comma-separated levels', '8,64')
+  .option('--workloads <list>', `comma-separated, run in this order: ${WORKLOADS.join(', ')}`, workloadList, 'get,put,mix,listkeys,backup,delete')
+  .option('--concurrency <list>', 'closed-loop clients, comma-separated levels', intList, '8,64')
   .option('--duration <s>', 'measured seconds per phase', int, 10)
   .option('--warmup <s>', 'unmeasured seconds before each phase', int, 2)
   .option('--keys <n>', 'key space, preloaded before the run', int, 100_000)
-  .option('--value-size <bytes>', 'value size (0-2048)', int, 100)
+  .option('--value-size <bytes>', 'value size (0-2048)', valueSize, 100)
   .option('--threads <n>', 'load-generator threads', int, 2)
   .option('--rounds <n>', 'run each gateway/direct pair (and etcd, with --etcd) this many times, alternating the order; ratios are the median of the rounds', int, 1)
   .addOption(new Option('--sync <mode>', 'worker durability for the main phases').choices(['normal', 'full']).default('normal'))
   .addOption(new Option('--metrics <on|off>', 'per-request metrics on the servers for the main phases').choices(['on', 'off']).default('on'))
   .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
   .option('--compare-sync', 'also run put and mix at the highest concurrency with --sync full on both targets')
-  .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)')
+  .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)', intList)
   .option('--migration', 'also run mix at the highest concurrency while a worker is added (keys moving), next to steady state')
   .option('--idle <s>', 'measure each server set idle for this many seconds before the load, after as many (up to 5) to settle: CPU and wake-ups per second; 0 skips', int, 10)
   .option('--no-direct', 'skip the direct-worker baseline')
@@ -82,12 +99,8 @@ if (o.quick) {
   Object.assign(o, { duration: 2, warmup: 0.5, idle: Math.min(o.idle, 1), keys: Math.min(o.keys, 2000), concurrency: '8', compareMetrics: false, compareSync: false, scale: undefined });
   if (program.getOptionValueSource('workloads') === 'default') o.workloads = 'get,put,mix,listkeys,backup';
 }
-const workloads = list(o.workloads).map((w) => {
-  if (!(WORKLOADS as readonly string[]).includes(w)) throw new Error(`unknown workload "${w}" (choose from ${WORKLOADS.join(', ')})`);
-  return w as Workload;
-});
+const workloads = list(o.workloads) as Workload[];
 const levels = list(o.concurrency).map(int).filter((c) => c > 0);
-if (o.valueSize > 2048) throw new Error('--value-size must be at most 2048');
 const maxLevel = Math.max(...levels);
 /** The workloads etcd runs: its KV API has Range and Put, and nothing like ListKeys over gRPC or Backup. */
 const ETCD_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];

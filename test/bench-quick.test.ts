@@ -12,6 +12,25 @@ const BENCH = fileURLToPath(new URL('../dist/bench/main.js', import.meta.url));
 const out = mkdtempSync(join(tmpdir(), 'kvbench-test-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
+describe('npm run bench: usage errors', () => {
+  it('refuses a bad flag value in one line naming the flag, before starting anything', async () => {
+    for (const [flag, value, says] of [
+      ['--concurrency', '8,x', /expected a non-negative number/],
+      ['--workloads', 'get,foo', /unknown workload "foo"; choose from get, put/],
+      ['--value-size', '5000', /at most 2048/],
+      ['--idle', 'soon', /expected a non-negative number/],
+    ] as const) {
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = execFile(process.execPath, [BENCH, flag, value, '--out', out], { timeout: 20_000 }, (_err, _so, se) => resolve({ code: child.exitCode, stderr: se }));
+      });
+      expect(r.code, `${flag} ${value}`).toBe(1);
+      expect(r.stderr, `${flag} ${value}`).toMatch(new RegExp(`option '${flag} <[^>]+>' argument '${value}' is invalid`));
+      expect(r.stderr, `${flag} ${value}`).toMatch(says);
+      expect(r.stderr, `${flag} ${value}`).not.toMatch(/ at .*main\.js/); // no stack trace
+    }
+  });
+});
+
 describe('npm run bench -- --quick', () => {
   it('writes a JSON and Markdown report with non-zero figures for the gateway and the direct worker', async () => {
     const stderr = await new Promise<string>((resolve, reject) => {
