@@ -1,6 +1,6 @@
 // Every setting's name, env var and default in one place, so the CLI, the manifests in k8s/ and the
 // README cannot drift apart (test/k8s checks the manifests against this table).
-import { Option } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 
 export const DEFAULTS = {
   gatewayPort: 50051,
@@ -50,13 +50,17 @@ export const ENV = {
 } as const;
 
 export function intOption(flags: string, description: string, env: string, def?: number): Option {
-  const opt = new Option(flags, description).env(env).argParser((raw: string) => parsePort(raw, flags));
+  // A <port> flag is checked against the port range here, so a typo is a usage error naming the flag
+  // (or the env var), not a stack trace from listen() later.
+  const max = flags.includes('<port>') ? 65_535 : Number.MAX_SAFE_INTEGER;
+  const opt = new Option(flags, description).env(env).argParser((raw: string) => parseNonNegativeInt(raw, max));
   return def === undefined ? opt : opt.default(def);
 }
 
-function parsePort(raw: string, flags: string): number {
+function parseNonNegativeInt(raw: string, max: number): number {
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${flags}: expected a non-negative integer, got "${raw}"`);
+  if (raw.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  if (n > max) throw new InvalidArgumentError(`expected at most ${max}`);
   return n;
 }
 

@@ -1,8 +1,9 @@
 // `npm start` as a user runs it: the supervisor brings up a gateway and workers, and SIGINT / SIGTERM
-// stops every one of them cleanly with exit code 0.
+// stops every one of them cleanly with exit code 0. A bad flag or KV_* value is a one-line usage error.
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { kvClient } from './helpers/client.js';
-import { startEmbedded, waitFor } from './helpers/processes.js';
+import { dist, startEmbedded, waitFor } from './helpers/processes.js';
 
 function alive(pid: number): boolean {
   try {
@@ -12,6 +13,23 @@ function alive(pid: number): boolean {
     return false;
   }
 }
+
+describe('server command lines', () => {
+  it('refuse a bad number or port in one line naming the flag or env var, exit 1, and start nothing', () => {
+    for (const [script, args, env, says] of [
+      ['cli/start.js', ['--workers', 'x'], {}, /option '--workers <n>' argument 'x' is invalid\. expected a non-negative integer/],
+      ['gateway/main.js', ['--port', '50o51'], {}, /option '--port <port>' argument '50o51' is invalid/],
+      ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected at most 65535/],
+      ['cli/start.js', [], { KV_PORT: '99999' }, /value '99999' from env 'KV_PORT' is invalid/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [dist(script), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
+      const what = `${script} ${args.join(' ')} ${JSON.stringify(env)}`;
+      expect(r.status, what).toBe(1);
+      expect(r.stderr, what).toMatch(says);
+      expect(r.stderr, what).not.toMatch(/\n\s+at /); // no stack trace
+    }
+  });
+});
 
 describe('embedded store', () => {
   it.each(['SIGINT', 'SIGTERM'] as const)('serves with KV_WORKERS workers and stops everything on %s with exit 0', async (signal) => {
