@@ -12,7 +12,7 @@ const program = new Command('kvstore')
   .addOption(new Option('--host <host>', 'address the gateway listens on (workers always listen on 127.0.0.1)').env(ENV.host).default('127.0.0.1'))
   .addOption(intOption('--port <port>', 'gateway gRPC port', ENV.port, DEFAULTS.gatewayPort))
   .addOption(intOption('--metrics-port <port>', 'gateway /metrics port; workers use the next ones (0 = free ports)', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
-  .addOption(intOption('--workers <n>', 'number of worker processes', ENV.workers, DEFAULTS.workers))
+  .addOption(intOption('--workers <n>', 'number of worker processes (1 to 64)', ENV.workers, DEFAULTS.workers, { min: 1, max: 64 }))
   .addOption(intOption('--worker-base-port <port>', 'first worker gRPC port (default: gateway port + 1; 0 = free ports)', ENV.workerBasePort))
   .addOption(new Option('--data-dir <dir>', 'where the workers keep their databases').env(ENV.dataDir).default(DEFAULTS.dataDir))
   .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
@@ -41,7 +41,6 @@ const log = createLogger('supervisor', opts.logLevel);
 const started: Supervised[] = [];
 
 async function main(): Promise<void> {
-  if (opts.workers < 1 || opts.workers > 64) throw new Error(`--workers must be 1 to 64, got ${opts.workers}`);
   const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
   const common = ['--data-dir', opts.dataDir, '--log-level', opts.logLevel, ...(opts.backupDir ? ['--backup-dir', opts.backupDir] : [])];
   // Children get file paths, never secrets, on their command lines (ps shows them); KV_ADMIN_TOKEN

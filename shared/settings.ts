@@ -49,18 +49,19 @@ export const ENV = {
   directApi: 'KV_DIRECT_API',
 } as const;
 
-export function intOption(flags: string, description: string, env: string, def?: number): Option {
+export function intOption(flags: string, description: string, env: string, def?: number, range: { min?: number; max?: number } = {}): Option {
   // A <port> flag is checked against the port range here, so a typo is a usage error naming the flag
   // (or the env var), not a stack trace from listen() later.
-  const max = flags.includes('<port>') ? 65_535 : Number.MAX_SAFE_INTEGER;
-  const opt = new Option(flags, description).env(env).argParser((raw: string) => parseNonNegativeInt(raw, max));
+  const min = range.min ?? 0;
+  const max = range.max ?? (flags.includes('<port>') ? 65_535 : Number.MAX_SAFE_INTEGER);
+  const opt = new Option(flags, description).env(env).argParser((raw: string) => parseBoundedInt(raw, min, max));
   return def === undefined ? opt : opt.default(def);
 }
 
-function parseNonNegativeInt(raw: string, max: number): number {
+function parseBoundedInt(raw: string, min: number, max: number): number {
   const n = Number(raw);
   if (raw.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  if (n > max) throw new InvalidArgumentError(`expected at most ${max}`);
+  if (n < min || n > max) throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected at least ${min}` : `expected ${min} to ${max}`);
   return n;
 }
 

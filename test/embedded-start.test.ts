@@ -19,7 +19,8 @@ describe('server command lines', () => {
     for (const [script, args, env, says] of [
       ['cli/start.js', ['--workers', 'x'], {}, /option '--workers <n>' argument 'x' is invalid\. expected a non-negative integer/],
       ['gateway/main.js', ['--port', '50o51'], {}, /option '--port <port>' argument '50o51' is invalid/],
-      ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected at most 65535/],
+      ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected 0 to 65535/],
+      ['cli/start.js', [], { KV_WORKERS: '0' }, /value '0' from env 'KV_WORKERS' is invalid\. expected 1 to 64/],
       ['cli/start.js', [], { KV_PORT: '99999' }, /value '99999' from env 'KV_PORT' is invalid/],
     ] as const) {
       const r = spawnSync(process.execPath, [dist(script), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
