@@ -1,6 +1,9 @@
 // `npm start` as a user runs it: the supervisor brings up a gateway and workers, and SIGINT / SIGTERM
 // stops every one of them cleanly with exit code 0. A bad flag or KV_* value is a one-line usage error.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { kvClient } from './helpers/client.js';
 import { dist, startEmbedded, waitFor } from './helpers/processes.js';
@@ -30,6 +33,41 @@ describe('server command lines', () => {
       expect(r.stderr, what).not.toMatch(/\n\s+at /); // no stack trace
     }
   });
+});
+
+/**
+ * Starts a server with stdout on a pipe, waits for its first log line, then closes the pipe's reading
+ * end (a `| head -1`, or a log shipper that died) and sends `signal`: the exit code, or 'hung'.
+ */
+async function stopWithStdoutGone(script: string, args: string[], signal: NodeJS.Signals): Promise<number | string> {
+  const child = spawn(process.execPath, [dist(script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, KV_LOG_LEVEL: 'info' } });
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? String(sig))));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', () => resolve());
+      void exited.then((c) => reject(new Error(`${script} exited (${c}) before logging`)));
+    });
+    await new Promise((r) => setTimeout(r, 1000)); // past start-up, so the stop path does the logging
+    child.stdout!.destroy();
+    child.kill(signal);
+    return await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 15_000))]);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
+describe('stopping with nobody reading stdout', () => {
+  it('a worker on SIGTERM and npm start on SIGINT still exit 0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-epipe-'));
+    try {
+      const worker = ['--name', 'w', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', join(dir, 'w')];
+      expect(await stopWithStdoutGone('worker/main.js', worker, 'SIGTERM')).toBe(0);
+      const store = ['--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', join(dir, 'store')];
+      expect(await stopWithStdoutGone('cli/start.js', store, 'SIGINT')).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe('embedded store', () => {
