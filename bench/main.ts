@@ -28,13 +28,15 @@ const int = (raw: string): number => {
 
 /** Parsers for comma-separated flags: a bad entry is a usage error naming the flag, before anything starts. */
 const intList = (raw: string): string => {
-  if (list(raw).length === 0) throw new InvalidArgumentError('expected a comma-separated list of numbers');
-  list(raw).forEach(int);
+  const items = list(raw);
+  if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list of numbers');
+  items.forEach(int);
   return raw;
 };
 const workloadList = (raw: string): string => {
-  const bad = list(raw).filter((w) => !(WORKLOADS as readonly string[]).includes(w));
-  if (bad.length > 0 || list(raw).length === 0) throw new InvalidArgumentError(`unknown workload ${bad.map((w) => `"${w}"`).join(', ') || '(none given)'}; choose from ${WORKLOADS.join(', ')}`);
+  const items = list(raw);
+  const bad = items.filter((w) => !(WORKLOADS as readonly string[]).includes(w));
+  if (bad.length > 0 || items.length === 0) throw new InvalidArgumentError(`unknown workload ${bad.map((w) => `"${w}"`).join(', ') || '(none given)'}; choose from ${WORKLOADS.join(', ')}`);
   return raw;
 };
 const valueSize = (raw: string): number => {
@@ -329,7 +331,7 @@ async function main(): Promise<void> {
     const gw = await up('gateway', serverOptions());
     const direct = o.direct ? await up('direct', serverOptions()) : undefined;
     const etcd = o.etcd ? await up('etcd', serverOptions()) : undefined;
-    await measureIdle([['gateway', gw], ...(direct ? [['direct', direct] as [string, ServerSet]] : []), ...(etcd ? [['etcd', etcd] as [string, ServerSet]] : [])], o.idle);
+    await measureIdle(Object.entries({ gateway: gw, direct, etcd }).filter((e): e is [string, ServerSet] => e[1] !== undefined), o.idle);
     // Interleaved per phase: the machine's background noise drifts, so neighbours compare best. With
     // --rounds, each set runs again in the reverse order, and the ratios are the median: on a shared
     // 2-core machine one pair's ratio moved by 0.3 from one run to the next. The gateway runs in the

@@ -22,9 +22,10 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
-function statusKb(pid: number, field: string): number {
+/** A number field of a /proc status file (`VmHWM:  1234 kB`, `voluntary_ctxt_switches: 56`), or NaN. */
+function statusField(file: string, field: string): number {
   try {
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(file, 'utf8'));
     return m ? Number(m[1]) : Number.NaN;
   } catch {
     return Number.NaN;
@@ -32,9 +33,9 @@ function statusKb(pid: number, field: string): number {
 }
 
 /** Peak resident set size since the process started, in MiB. */
-export const peakRssMiB = (pid: number): number => statusKb(pid, 'VmHWM') / 1024;
+export const peakRssMiB = (pid: number): number => statusField(`/proc/${pid}/status`, 'VmHWM') / 1024;
 /** Current resident set size, in MiB. */
-export const rssMiB = (pid: number): number => statusKb(pid, 'VmRSS') / 1024;
+export const rssMiB = (pid: number): number => statusField(`/proc/${pid}/status`, 'VmRSS') / 1024;
 
 /**
  * How many times the process has gone to sleep and been woken since it started: voluntary context
@@ -42,12 +43,7 @@ export const rssMiB = (pid: number): number => statusKb(pid, 'VmRSS') / 1024;
  */
 export function wakeups(pid: number): number {
   try {
-    let n = 0;
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      const m = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
-      if (m) n += Number(m[1]);
-    }
-    return n;
+    return readdirSync(`/proc/${pid}/task`).reduce((n, tid) => n + (statusField(`/proc/${pid}/task/${tid}/status`, 'voluntary_ctxt_switches') || 0), 0);
   } catch {
     return Number.NaN;
   }
