@@ -2,7 +2,8 @@
 // `npm run bench`: starts the store (gateway + N workers) and a worker serving the public API directly,
 // preloads keys, and drives both with the same closed-loop load, phase by phase and interleaved, so
 // every gateway figure has its no-gateway baseline from the same run. With --etcd, a single-member
-// etcd gets the same keys and load in the phases next to them. See docs/performance.md.
+// etcd gets the same keys and load in the phases next to them; with --bare, a grpc-js server over a
+// Map (the floor any Node gRPC server pays). See docs/performance.md.
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import { etcdVersion, startEtcd } from './etcd.js';
 import { runLoad, type LoadSpec } from './load.js';
 import { cpuSeconds, peakRssMiB, rssMiB, wakeups } from './procstat.js';
 import { medianComparison, toMarkdown, writeReport, type Comparison, type IdleCost, type Phase, type Report, type Target } from './report.js';
-import { startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
+import { startBareServer, startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
 import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
 
 const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean);
@@ -56,7 +57,7 @@ const program = new Command('kv-bench')
   .option('--keys <n>', 'key space, preloaded before the run', int, 100_000)
   .option('--value-size <bytes>', 'value size (0-2048)', valueSize, 100)
   .option('--threads <n>', 'load-generator threads', int, 2)
-  .option('--rounds <n>', 'run each gateway/direct pair (and etcd, with --etcd) this many times, alternating the order; ratios are the median of the rounds', int, 1)
+  .option('--rounds <n>', 'run each gateway/direct pair (and etcd and bare, with --etcd and --bare) this many times, alternating the order; ratios are the median of the rounds', int, 1)
   .addOption(new Option('--sync <mode>', 'worker durability for the main phases').choices(['normal', 'full']).default('normal'))
   .addOption(new Option('--metrics <on|off>', 'per-request metrics on the servers for the main phases').choices(['on', 'off']).default('on'))
   .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
@@ -66,6 +67,7 @@ const program = new Command('kv-bench')
   .option('--idle <s>', 'measure each server set idle for this many seconds before the load, after as many (up to 5) to settle: CPU and wake-ups per second; 0 skips', int, 10)
   .option('--no-direct', 'skip the direct-worker baseline')
   .option('--etcd', 'also run get, put and mix on a single-member etcd 3.4 with its defaults (fsync per commit) next to each gateway phase, and with --compare-sync next to --sync full; needs `etcd` on PATH: apt-get install etcd-server')
+  .option('--bare', 'also run get, put and mix on a bare grpc-js server over a Map (kvstore\'s public API, no validation, routing or storage) next to each gateway phase: the floor under both targets')
   .option('--cpu-prof <dir>', 'run the servers under node --cpu-prof, profiles written to <dir>')
   .option('--quick', 'smoke test: ~2,000 keys, 2 s phases, concurrency 8, no comparisons (a few seconds per phase)')
   .option('--out <dir>', 'where the JSON and Markdown reports go', fileURLToPath(new URL('../../bench/results', import.meta.url)))
@@ -92,6 +94,7 @@ const o = program.opts<{
   idle: number;
   direct: boolean;
   etcd?: boolean;
+  bare?: boolean;
   cpuProf?: string;
   quick?: boolean;
   out: string;
@@ -106,13 +109,16 @@ const levels = list(o.concurrency).map(int).filter((c) => c > 0);
 const maxLevel = Math.max(...levels);
 /** The workloads etcd runs: its KV API has Range and Put, and nothing like ListKeys over gRPC or Backup. */
 const ETCD_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];
+/** The bare server answers the point calls only (a Map has no backup, and ListKeys is not its point). */
+const BARE_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];
+// A usage error, said in one line before anything starts (not the whole --help).
+const fail = (msg: string): never => {
+  process.stderr.write(`kv-bench: ${msg}\n`);
+  process.exit(1);
+};
+if (o.bare && o.address) fail('--bare compares with the servers the bench starts; it cannot be used with --address');
 let etcdRelease: string | undefined;
 if (o.etcd) {
-  // A usage error, said in one line before anything starts (not the whole --help).
-  const fail = (msg: string): never => {
-    process.stderr.write(`kv-bench: ${msg}\n`);
-    process.exit(1);
-  };
   if (o.address) fail('--etcd compares with the servers the bench starts; it cannot be used with --address');
   try {
     etcdRelease = etcdVersion();
@@ -138,13 +144,15 @@ function serverOptions(over: Partial<ServerOptions> = {}): ServerOptions {
   return { dataDir, workers: o.workers, keys: o.keys, valueSize: o.valueSize, sync: o.sync, metrics: o.metrics, execArgv, ...over };
 }
 
-async function up(kind: 'gateway' | 'direct' | 'etcd', opts: ServerOptions): Promise<ServerSet> {
+const STARTERS = { gateway: startGatewayCluster, direct: startDirectWorker, bare: startBareServer, etcd: (opts: ServerOptions) => startEtcd(opts.dataDir) };
+
+async function up(kind: keyof typeof STARTERS, opts: ServerOptions): Promise<ServerSet> {
   const t0 = Date.now();
-  const set = kind === 'gateway' ? await startGatewayCluster(opts) : kind === 'direct' ? await startDirectWorker(opts) : await startEtcd(opts.dataDir);
+  const set = await STARTERS[kind](opts);
   running.push(set);
   // etcd's keys go in over its own API, as a client would write them.
   if (kind === 'etcd') await preloadRemote(set.address, opts.keys, 'etcd');
-  const settings = kind === 'etcd' ? `etcd ${etcdRelease}, its defaults` : `sync ${opts.sync}, metrics ${opts.metrics}`;
+  const settings = kind === 'etcd' ? `etcd ${etcdRelease}, its defaults` : kind === 'bare' ? 'grpc-js over a Map' : `sync ${opts.sync}, metrics ${opts.metrics}`;
   log(`started ${kind} (${opts.keys} keys, ${settings}) at ${set.address} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${set.processes.map((p) => `${p.name}=${p.pid}`).join(' ')}`);
   return set;
 }
@@ -331,20 +339,23 @@ async function main(): Promise<void> {
     const gw = await up('gateway', serverOptions());
     const direct = o.direct ? await up('direct', serverOptions()) : undefined;
     const etcd = o.etcd ? await up('etcd', serverOptions()) : undefined;
-    await measureIdle(Object.entries({ gateway: gw, direct, etcd }).filter((e): e is [string, ServerSet] => e[1] !== undefined), o.idle);
+    const bare = o.bare ? await up('bare', serverOptions()) : undefined;
+    await measureIdle(Object.entries({ gateway: gw, direct, etcd, bare }).filter((e): e is [string, ServerSet] => e[1] !== undefined), o.idle);
     // Interleaved per phase: the machine's background noise drifts, so neighbours compare best. With
     // --rounds, each set runs again in the reverse order, and the ratios are the median: on a shared
     // 2-core machine one pair's ratio moved by 0.3 from one run to the next. The gateway runs in the
-    // middle, next to both of its references (direct and etcd).
-    const pairs = [['gateway', 'direct'], ['gateway', 'etcd'], ['direct', 'etcd']] as const;
+    // middle, next to both of its references (direct and etcd); the bare floor runs next to the direct
+    // worker, the closest thing to it.
+    const pairs = [['gateway', 'direct'], ['gateway', 'etcd'], ['direct', 'etcd'], ['gateway', 'bare'], ['direct', 'bare']] as const;
     for (const w of workloads) {
       for (const c of w === 'listkeys' ? [1] : levels) {
         const withEtcd = etcd && ETCD_WORKLOADS.includes(w) ? etcd : undefined;
-        const rounds = w === 'listkeys' || w === 'backup' || (!direct && !withEtcd) ? 1 : Math.max(1, o.rounds);
+        const withBare = bare && BARE_WORKLOADS.includes(w) ? bare : undefined;
+        const rounds = w === 'listkeys' || w === 'backup' || (!direct && !withEtcd && !withBare) ? 1 : Math.max(1, o.rounds);
         const each = new Map<string, Comparison[]>();
         for (let r = 0; r < rounds; r++) {
           const note = rounds > 1 ? `round ${r + 1} of ${rounds}` : undefined;
-          const order = [['etcd', withEtcd], ['gateway', gw], ['direct', direct]] as const;
+          const order = [['etcd', withEtcd], ['gateway', gw], ['direct', direct], ['bare', withBare]] as const;
           for (const [target, set] of r % 2 === 0 ? order : [...order].reverse()) {
             if (set) await phase(target, set, set.address, w, c, o.keys, note);
           }
@@ -392,6 +403,7 @@ async function main(): Promise<void> {
     await down(gw);
     if (direct) await down(direct);
     if (etcd) await down(etcd);
+    if (bare) await down(bare);
 
     if (o.migration) {
       // Steady state, then the same load while one worker joins and the mover moves its keys to it.
@@ -474,6 +486,9 @@ async function main(): Promise<void> {
                 : 'kvstore ran with --sync normal, which does not fsync every commit (SQLite WAL, synchronous=NORMAL: fsync at checkpoints)' +
                   (o.compareSync ? '; the sync-full rows compare etcd with --sync full, which does.' : '; add --compare-sync for a comparison at equal durability.')),
           }
+        : {}),
+      ...(o.bare
+        ? { bare: 'bare: a grpc-js server with kvstore\'s public API and server options over a Map (bench/bare-server.ts): what serving the call costs before any validation, routing or storage.' }
         : {}),
       loadAvgStart: loadStart,
       loadAvgEnd: loadavg(),

@@ -1,5 +1,6 @@
 // Starts the processes under test: N workers and a gateway (the store as `npm start` runs it), and
-// one more worker serving the public API directly (`--direct-api`) for the no-gateway baseline.
+// one more worker serving the public API directly (`--direct-api`) for the no-gateway baseline; with
+// `--bare`, a grpc-js server over a Map as the floor under both.
 // Databases are preloaded through the worker's own Store class before the servers start, because a
 // million single-key Puts over gRPC would take minutes and measure nothing we report.
 import { fork, type ChildProcess } from 'node:child_process';
@@ -157,6 +158,12 @@ export async function startDirectWorker(o: ServerOptions): Promise<ServerSet> {
   preload(join(dir, `${name}.sqlite`), range(o.keys), o.valueSize);
   const w = await start(name, script('../worker/main.js'), ['--name', name, '--sync', o.sync, '--direct-api', ...commonArgs(o, dir)], o.execArgv);
   return { address: `127.0.0.1:${w.port}`, processes: [w], stop: () => w.stop() };
+}
+
+/** `--bare`: grpc-js with kvstore's public API over a Map (bench/bare-server.ts), the floor for both. */
+export async function startBareServer(o: ServerOptions): Promise<ServerSet> {
+  const b = await start('bare', script('../bench/bare-server.js'), [String(o.keys), String(o.valueSize)], o.execArgv);
+  return { address: `127.0.0.1:${b.port}`, processes: [b], stop: () => b.stop() };
 }
 
 function* range(n: number): Iterable<number> {

@@ -28,13 +28,19 @@ describe('npm run bench: usage errors', () => {
       expect(r.stderr, `${flag} ${value}`).toMatch(says);
       expect(r.stderr, `${flag} ${value}`).not.toMatch(/ at .*main\.js/); // no stack trace
     }
+    // --bare needs servers the bench starts itself.
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = execFile(process.execPath, [BENCH, '--bare', '--address', '127.0.0.1:1', '--out', out], { timeout: 20_000 }, (_err, _so, se) => resolve({ code: child.exitCode, stderr: se }));
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^kv-bench: --bare compares with the servers the bench starts; it cannot be used with --address\n$/);
   });
 });
 
 describe('npm run bench -- --quick', () => {
-  it('writes a JSON and Markdown report with non-zero figures for the gateway and the direct worker', async () => {
+  it('writes a JSON and Markdown report with non-zero figures for the gateway, the direct worker and the bare floor', async () => {
     const stderr = await new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [BENCH, '--quick', '--duration', '1', '--out', out], { timeout: 170_000, maxBuffer: 16 * 1024 * 1024 }, (err, _stdout, se) =>
+      execFile(process.execPath, [BENCH, '--quick', '--bare', '--duration', '1', '--out', out], { timeout: 170_000, maxBuffer: 16 * 1024 * 1024 }, (err, _stdout, se) =>
         err ? reject(new Error(`bench failed: ${err.message}\n${se}`)) : resolve(se),
       );
     });
@@ -46,9 +52,11 @@ describe('npm run bench -- --quick', () => {
     const report = JSON.parse(readFileSync(join(out, json!), 'utf8')) as Report;
 
     const targets = new Set(report.phases.map((p) => p.target));
-    expect(targets).toEqual(new Set(['gateway', 'direct']));
+    expect(targets).toEqual(new Set(['gateway', 'direct', 'bare']));
     const workloads = new Set(report.phases.map((p) => p.workload));
     for (const w of ['get', 'put', 'mix', 'listkeys', 'backup']) expect(workloads).toContain(w);
+    // The bare server answers the point calls only.
+    expect(report.phases.filter((p) => p.target === 'bare').map((p) => p.workload)).toEqual(['get', 'put', 'mix']);
 
     for (const p of report.phases) {
       const where = `${p.target} ${p.workload}`;
@@ -61,6 +69,7 @@ describe('npm run bench -- --quick', () => {
       expect(l.p99, where).toBeGreaterThanOrEqual(l.p90);
       expect(l.p999, where).toBeGreaterThanOrEqual(l.p99);
       expect(p.servers.length, where).toBe(p.target === 'gateway' ? 4 : 1);
+      if (p.target === 'bare' && p.workload === 'get') expect(p.result.notFound, where).toBe(0); // it was preloaded too
       for (const s of p.servers) {
         expect(s.pid, where).toBeGreaterThan(0);
         expect(Number.isFinite(s.cpuUsPerOp) && s.cpuUsPerOp >= 0, `${where} ${s.name} cpu ${s.cpuUsPerOp}`).toBe(true);
@@ -72,10 +81,12 @@ describe('npm run bench -- --quick', () => {
       expect(p.extra?.backupOk, p.target).toBe(true);
       expect(p.extra?.backupMiB as number, p.target).toBeGreaterThan(0);
     }
-    // Idle: every server process was measured, and a Node process wakes at least for its timers.
-    expect(report.idle.map((i) => `${i.target}/${i.name}`).sort()).toEqual(['direct/direct-0', 'gateway/gateway', 'gateway/worker-0', 'gateway/worker-1', 'gateway/worker-2']);
+    // Idle: every server process was measured, and a kvstore process wakes at least for its timers
+    // (the bare server has none, so it may not wake at all).
+    expect(report.idle.map((i) => `${i.target}/${i.name}`).sort()).toEqual(['bare/bare', 'direct/direct-0', 'gateway/gateway', 'gateway/worker-0', 'gateway/worker-1', 'gateway/worker-2']);
     for (const i of report.idle) {
-      expect(i.wakeupsPerSecond, i.name).toBeGreaterThan(0);
+      if (i.target !== 'bare') expect(i.wakeupsPerSecond, i.name).toBeGreaterThan(0);
+      expect(Number.isFinite(i.wakeupsPerSecond) && i.wakeupsPerSecond >= 0, `${i.name} wake-ups ${i.wakeupsPerSecond}`).toBe(true);
       expect(Number.isFinite(i.cpuMsPerSecond) && i.cpuMsPerSecond >= 0, `${i.name} cpu ${i.cpuMsPerSecond}`).toBe(true);
     }
     const mix = report.comparisons.find((c) => c.workload === 'mix' && c.variant === 'gateway ÷ direct');
@@ -83,6 +94,10 @@ describe('npm run bench -- --quick', () => {
     expect(mix!.opsRatio).toBeGreaterThan(0);
     expect(mix!.cpuPerOpRatio).toBeGreaterThan(0);
     expect(mix!.p99Ratio).toBeGreaterThan(0);
+    for (const variant of ['gateway ÷ bare', 'direct ÷ bare']) {
+      const floor = report.comparisons.find((c) => c.workload === 'mix' && c.variant === variant);
+      expect(floor?.cpuPerOpRatio, variant).toBeGreaterThan(0);
+    }
     expect(report.targets.length).toBeGreaterThan(0);
   }, 180_000);
 });
