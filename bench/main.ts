@@ -67,7 +67,7 @@ const program = new Command('kv-bench')
   .option('--idle <s>', 'measure each server set idle for this many seconds before the load, after as many (up to 5) to settle: CPU and wake-ups per second; 0 skips', int, 10)
   .option('--no-direct', 'skip the direct-worker baseline')
   .option('--etcd', 'also run get, put and mix on a single-member etcd 3.4 with its defaults (fsync per commit) next to each gateway phase, and with --compare-sync next to --sync full; needs `etcd` on PATH: apt-get install etcd-server')
-  .option('--bare', 'also run get, put and mix on a bare grpc-js server over a Map (kvstore\'s public API, no validation, routing or storage) next to each gateway phase: the floor under both targets')
+  .option('--bare', 'also run get, put and mix on a bare grpc-js server over a Map (kvstore\'s public API, no validation, routing or storage), next to the direct worker in each round: the floor under both targets')
   .option('--cpu-prof <dir>', 'run the servers under node --cpu-prof, profiles written to <dir>')
   .option('--quick', 'smoke test: ~2,000 keys, 2 s phases, concurrency 8, no comparisons (a few seconds per phase)')
   .option('--out <dir>', 'where the JSON and Markdown reports go', fileURLToPath(new URL('../../bench/results', import.meta.url)))
@@ -488,7 +488,7 @@ async function main(): Promise<void> {
           }
         : {}),
       ...(o.bare
-        ? { bare: 'bare: a grpc-js server with kvstore\'s public API and server options over a Map (bench/bare-server.ts): what serving the call costs before any validation, routing or storage.' }
+        ? { bare: 'a grpc-js server with kvstore\'s public API and server options over a Map (bench/bare-server.ts): what serving the call costs before any validation, routing or storage.' }
         : {}),
       loadAvgStart: loadStart,
       loadAvgEnd: loadavg(),

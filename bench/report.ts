@@ -95,7 +95,7 @@ export function toMarkdown(r: Report): string {
     `${String(r.meta.keys)} keys, ${String(r.meta.valueSize)}-byte values, ${String(r.meta.workers)} workers behind the gateway. ` +
     `Load average (1/5/15 min) at start ${fmtLoad(r.meta.loadAvgStart)}, at end ${fmtLoad(r.meta.loadAvgEnd)}: on a shared machine, read the ratios and CPU/op, not the absolute rates.`, '');
   if (typeof r.meta.etcd === 'string') lines.push(`Compared with ${r.meta.etcd}`, '');
-  if (typeof r.meta.bare === 'string') lines.push(`The floor, ${r.meta.bare}`, '');
+  if (typeof r.meta.bare === 'string') lines.push(`The floor ("bare"): ${r.meta.bare}`, '');
   lines.push('## Phases', '');
   lines.push('| target | workload | conc | keys | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU µs/op | loadgen CPU µs/op | load avg | per process: CPU µs/op, peak RSS MiB |');
   lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
