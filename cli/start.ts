@@ -38,7 +38,24 @@ const opts = program.opts<{
   adminTokenFile?: string;
 } & PublicTlsSettings & InternalTlsSettings>();
 const log = createLogger('supervisor', opts.logLevel);
+/** Every child created so far, workers first; the gateway once it exists. */
 const started: Supervised[] = [];
+let gateway: Supervised | undefined;
+let stopping = false;
+
+const stopAll = async (signal: string): Promise<void> => {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'stopping the store');
+  // Gateway first: it drains client calls while the workers can still answer them. A signal during
+  // start-up stops whatever has started so far, and start-up goes no further (main checks `stopping`).
+  if (gateway) await gateway.stop();
+  await Promise.all(started.filter((c) => c !== gateway).map((c) => c.stop()));
+  log.info('store stopped');
+  process.exit(0);
+};
+process.on('SIGINT', () => void stopAll('SIGINT'));
+process.on('SIGTERM', () => void stopAll('SIGTERM'));
 
 async function main(): Promise<void> {
   const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
@@ -68,22 +85,8 @@ async function main(): Promise<void> {
     started.push(proc);
     return { name, args, proc };
   });
-  const children: Supervised[] = [];
-  let stopping = false;
-  const stopAll = async (signal: string): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping the store');
-    // Gateway first: it drains client calls while the workers can still answer them.
-    if (children[0]) await children[0].stop();
-    await Promise.all(children.slice(1).map((c) => c.stop()));
-    log.info('store stopped');
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stopAll('SIGINT'));
-  process.on('SIGTERM', () => void stopAll('SIGTERM'));
-
   const listening = await Promise.all(workers.map((w) => w.proc.start()));
+  if (stopping) return;
   // A restarted worker must come back on the same ports, which may have been picked at random.
   workers.forEach((w, i) => {
     const l = listening[i];
@@ -91,10 +94,10 @@ async function main(): Promise<void> {
   });
   const members = listening.map((l) => `${l.name}=127.0.0.1:${l.port}`).join(',');
   const gatewayArgs = ['--host', opts.host, '--port', String(opts.port), '--metrics-port', String(opts.metricsPort), '--members', members, ...common, ...gatewaySecurity];
-  const gateway = new Supervised({ name: 'gateway', script: scriptPath('../gateway/main.js'), args: gatewayArgs }, log);
+  gateway = new Supervised({ name: 'gateway', script: scriptPath('../gateway/main.js'), args: gatewayArgs }, log);
   started.push(gateway);
-  children.push(gateway, ...workers.map((w) => w.proc));
   const g = await gateway.start();
+  if (stopping) return;
   gateway.pin(gatewayArgs.map((a, j) => (gatewayArgs[j - 1] === '--port' ? String(g.port) : gatewayArgs[j - 1] === '--metrics-port' ? String(g.metricsPort) : a)));
   log.info(
     { port: g.port, metricsPort: g.metricsPort, workers: listening.map((l) => ({ name: l.name, port: l.port, metricsPort: l.metricsPort })), dataDir: opts.dataDir },
@@ -104,6 +107,8 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
+  // Stopped during start-up: a child stopped before it was listening is the stop, not a failure.
+  if (stopping) return;
   log.fatal({ err }, `failed to start: ${(err as Error).message}`);
   await Promise.all(started.map((c) => c.stop()));
   process.exit(1);

@@ -1,7 +1,7 @@
 // `npm start` as a user runs it: the supervisor brings up a gateway and workers, and SIGINT / SIGTERM
 // stops every one of them cleanly with exit code 0. A bad flag or KV_* value is a one-line usage error.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -35,19 +35,34 @@ describe('server command lines', () => {
   });
 });
 
+/** The PIDs of `pid`'s children now (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /**
- * Starts a server with stdout on a pipe, waits for its first log line, then closes the pipe's reading
- * end (a `| head -1`, or a log shipper that died) and sends `signal`: the exit code, or 'hung'.
+ * Starts a server with stdout on a pipe, waits until its output matches `ready`, then closes the
+ * pipe's reading end (a `| head -1`, or a log shipper that died) and sends `signal`: the exit code,
+ * or 'hung'.
  */
-async function stopWithStdoutGone(script: string, args: string[], signal: NodeJS.Signals): Promise<number | string> {
+async function stopWithStdoutGone(script: string, args: string[], ready: RegExp, signal: NodeJS.Signals): Promise<number | string> {
   const child = spawn(process.execPath, [dist(script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, KV_LOG_LEVEL: 'info' } });
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? String(sig))));
   try {
+    let out = '';
     await new Promise<void>((resolve, reject) => {
-      child.stdout!.once('data', () => resolve());
-      void exited.then((c) => reject(new Error(`${script} exited (${c}) before logging`)));
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (ready.test(out)) resolve();
+      });
+      void exited.then((c) => reject(new Error(`${script} exited (${c}) before logging ${ready}`)));
     });
-    await new Promise((r) => setTimeout(r, 1000)); // past start-up, so the stop path does the logging
+    child.stdout!.removeAllListeners('data');
+    await new Promise((r) => setTimeout(r, 200)); // so the stop path, not start-up, does the next logging
     child.stdout!.destroy();
     child.kill(signal);
     return await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 15_000))]);
@@ -61,10 +76,45 @@ describe('stopping with nobody reading stdout', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kvstore-epipe-'));
     try {
       const worker = ['--name', 'w', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', join(dir, 'w')];
-      expect(await stopWithStdoutGone('worker/main.js', worker, 'SIGTERM')).toBe(0);
+      expect(await stopWithStdoutGone('worker/main.js', worker, /worker listening/, 'SIGTERM')).toBe(0);
       const store = ['--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', join(dir, 'store')];
-      expect(await stopWithStdoutGone('cli/start.js', store, 'SIGINT')).toBe(0);
+      expect(await stopWithStdoutGone('cli/start.js', store, /kvstore ready/, 'SIGINT')).toBe(0);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe('stopping during start-up', () => {
+  it('SIGINT while the gateway is starting stops every child started so far and exits 0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-early-stop-'));
+    const workers = 2;
+    const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', String(workers), '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, KV_LOG_LEVEL: 'info' },
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? String(sig))));
+    const kids = new Set<number>();
+    try {
+      // The gateway is forked once every worker is listening; signal as soon as it exists.
+      await waitFor('the gateway process', async () => {
+        for (const pid of childrenOf(child.pid!)) kids.add(pid);
+        return childrenOf(child.pid!).length === workers + 1;
+      }, 20_000, 5);
+      child.kill('SIGINT');
+      const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 30_000))]);
+      expect(out, 'the signal must land during start-up').not.toMatch(/kvstore ready/);
+      // Before: the gateway, stopped before it listened, failed start-up and npm start exited 1.
+      expect(code, out).toBe(0);
+      expect(out).toMatch(/store stopped/);
+      expect(out).not.toMatch(/failed to start/);
+      expect(kids.size).toBe(workers + 1);
+      await waitFor('every child to be gone', async () => [...kids].every((pid) => !alive(pid)), 10_000);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const pid of kids) if (alive(pid)) process.kill(pid, 'SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
