@@ -47,6 +47,7 @@ const stopAll = async (signal: string): Promise<void> => {
   if (stopping) return;
   stopping = true;
   log.info({ signal }, 'stopping the store');
+  for (const c of started) c.hold();
   // Gateway first: it drains client calls while the workers can still answer them. A signal during
   // start-up stops whatever has started so far, and start-up goes no further (main checks `stopping`).
   if (gateway) await gateway.stop();

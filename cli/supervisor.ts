@@ -39,7 +39,11 @@ export class Supervised {
   start(): Promise<Listening> {
     return new Promise((resolve, reject) => {
       this.startedAt = Date.now();
-      const child = fork(this.spec.script, this.spec.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      // In its own process group: Ctrl-C in a terminal signals the whole foreground group, and children
+      // that got it too would stop at once, while the gateway still drains calls that need them; the
+      // supervisor stops them in order instead. A child whose supervisor dies stops itself when the IPC
+      // channel closes ('disconnect' in gateway/main.ts and worker/main.ts).
+      const child = fork(this.spec.script, this.spec.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
       this.child = child;
       let reported = false;
       child.on('message', (msg: Listening) => {
@@ -67,6 +71,11 @@ export class Supervised {
   /** Pins the ports a restarted child must reuse, so the gateway's addresses stay right. */
   pin(args: string[]): void {
     this.spec = { ...this.spec, args };
+  }
+
+  /** No restarts from now on: the store is stopping, and this child's turn to be stopped may come later. */
+  hold(): void {
+    this.stopping = true;
   }
 
   async stop(): Promise<void> {

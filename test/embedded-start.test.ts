@@ -85,6 +85,43 @@ describe('stopping with nobody reading stdout', () => {
   }, 60_000);
 });
 
+describe('Ctrl-C in a terminal (SIGINT to the whole process group)', () => {
+  it('stops the gateway first, then the workers, restarts none of them, and exits 0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-ctrl-c-'));
+    // detached: npm start leads its own process group here, as a shell's foreground job does.
+    const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, KV_LOG_LEVEL: 'info' },
+      detached: true,
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? String(sig))));
+    let kids: number[] = [];
+    try {
+      await waitFor('kvstore ready', async () => /kvstore ready/.test(out), 30_000);
+      kids = childrenOf(child.pid!);
+      expect(kids.length).toBe(3);
+      process.kill(-child.pid!, 'SIGINT');
+      const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 30_000))]);
+      expect(code, out).toBe(0);
+      expect(out).toMatch(/store stopped/);
+      // Before: the workers got the SIGINT too and stopped at once, before the gateway had drained,
+      // and the supervisor, still waiting for the gateway, could take them for crashed and restart them.
+      expect(out).not.toMatch(/restarting/);
+      const lines = out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; time: string });
+      const at = (msg: string): number[] => lines.filter((l) => l.msg === msg).map((l) => Date.parse(l.time));
+      expect(at('worker draining').length).toBe(2);
+      expect(Math.min(...at('worker draining'))).toBeGreaterThanOrEqual(Math.max(...at('gateway stopped')));
+      await waitFor('every child to be gone', async () => kids.every((pid) => !alive(pid)), 10_000);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+      for (const pid of kids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe('stopping during start-up', () => {
   it('SIGINT while the gateway is starting stops every child started so far and exits 0', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kvstore-early-stop-'));
