@@ -122,6 +122,32 @@ describe('Ctrl-C in a terminal (SIGINT to the whole process group)', () => {
   }, 60_000);
 });
 
+describe('the supervisor killed (kill -9)', () => {
+  it('leaves no child running: each stops itself when the IPC channel closes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-orphans-'));
+    const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, KV_LOG_LEVEL: 'info' },
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    let kids: number[] = [];
+    try {
+      await waitFor('kvstore ready', async () => /kvstore ready/.test(out), 30_000);
+      kids = childrenOf(child.pid!);
+      expect(kids.length).toBe(3);
+      child.kill('SIGKILL');
+      // The children are in their own process groups, so nothing but the closed channel tells them.
+      await waitFor('every child to stop by itself', async () => kids.every((pid) => !alive(pid)), 20_000);
+      expect(out).toMatch(/supervisor gone/);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const pid of kids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe('stopping during start-up', () => {
   it('SIGINT while the gateway is starting stops every child started so far and exits 0', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kvstore-early-stop-'));
