@@ -43,20 +43,26 @@ const started: Supervised[] = [];
 let gateway: Supervised | undefined;
 let stopping = false;
 
-const stopAll = async (signal: string): Promise<void> => {
+/**
+ * The one way out, for a signal and for a failed start-up alike; whichever comes first decides the
+ * exit code (a signal: 0; a failure: 1). Gateway first: it drains client calls while the workers can
+ * still answer them. During start-up it stops whatever has started so far, and start-up goes no
+ * further (main checks `stopping`).
+ */
+const shutdown = async (exitCode: number, why: { signal: string } | { err: unknown }): Promise<void> => {
   if (stopping) return;
   stopping = true;
-  log.info({ signal }, 'stopping the store');
+  if ('err' in why) log.fatal({ err: why.err }, `failed to start: ${(why.err as Error).message}`);
+  else log.info(why, 'stopping the store');
   for (const c of started) c.hold();
-  // Gateway first: it drains client calls while the workers can still answer them. A signal during
-  // start-up stops whatever has started so far, and start-up goes no further (main checks `stopping`).
   if (gateway) await gateway.stop();
   await Promise.all(started.filter((c) => c !== gateway).map((c) => c.stop()));
   log.info('store stopped');
-  process.exit(0);
+  process.exit(exitCode);
 };
-process.on('SIGINT', () => void stopAll('SIGINT'));
-process.on('SIGTERM', () => void stopAll('SIGTERM'));
+// SIGHUP: the terminal or SSH session closed. The children are in their own process groups and
+// would otherwise stop all at once, on the IPC channel closing, instead of in order.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void shutdown(0, { signal }));
 
 async function main(): Promise<void> {
   const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
@@ -107,10 +113,6 @@ async function main(): Promise<void> {
   process.send?.({ type: 'listening', name: 'kvstore', port: g.port, metricsPort: g.metricsPort });
 }
 
-main().catch(async (err: unknown) => {
-  // Stopped during start-up: a child stopped before it was listening is the stop, not a failure.
-  if (stopping) return;
-  log.fatal({ err }, `failed to start: ${(err as Error).message}`);
-  await Promise.all(started.map((c) => c.stop()));
-  process.exit(1);
-});
+// Stopped during start-up, a child stopped before it was listening is the stop, not a failure:
+// shutdown() ignores a second caller.
+main().catch((err: unknown) => shutdown(1, { err }));

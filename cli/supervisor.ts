@@ -28,6 +28,8 @@ export class Supervised {
   private restarts = 0;
   private startedAt = 0;
   private stopping = false;
+  /** Listening at least once: from then on any exit is restarted, also a restart that dies early. */
+  private hasListened = false;
   listening: Listening | undefined;
 
   constructor(
@@ -49,20 +51,23 @@ export class Supervised {
       child.on('message', (msg: Listening) => {
         if (msg?.type !== 'listening') return;
         reported = true;
+        this.hasListened = true;
         this.listening = msg;
         resolve(msg);
       });
       child.on('exit', (code, signal) => {
         if (this.child === child) this.child = undefined;
         if (!reported) reject(new Error(`${this.spec.name} exited before listening (code ${code}, signal ${signal})`));
-        if (this.stopping || !reported) return;
+        // The first start's failure is the caller's to report; after that, a restart that dies before
+        // listening (its port still held, a disk briefly full) is retried like any other exit.
+        if (this.stopping || !this.hasListened) return;
         // A child that ran a while resets the backoff; one that keeps dying backs off up to 5 s.
         if (Date.now() - this.startedAt > 30_000) this.restarts = 0;
         const delay = Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.restarts++);
         this.log.warn({ child: this.spec.name, code, signal, restartInMs: delay }, 'child exited; restarting');
         setTimeout(() => {
           if (this.stopping) return;
-          this.start().catch((err: unknown) => this.log.error({ child: this.spec.name, err }, 'restart failed'));
+          this.start().catch((err: unknown) => this.log.error({ child: this.spec.name, err }, 'restart failed; retrying'));
         }, delay);
       });
     });

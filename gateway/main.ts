@@ -7,6 +7,7 @@ import { adminTokenFileOption, createAdminAuth, readAdminToken } from '../shared
 import { addHealth, bindServer, drainServer, setAllHealth } from '../shared/grpc-server.js';
 import { publicServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
+import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { adminApi, publicApi } from '../shared/proto.js';
@@ -71,6 +72,7 @@ const opts = program.opts<{
 } & PublicTlsSettings & InternalTlsSettings>();
 
 const log = createLogger('gateway', opts.logLevel);
+const lifecycle = handleStops(log);
 
 async function main(): Promise<void> {
   const members = parseMembers(opts.members, opts.workerAddressTemplate);
@@ -115,7 +117,7 @@ async function main(): Promise<void> {
     setAllHealth(health, [PUBLIC_SERVICE], 'SERVING');
     log.info({ epoch: cluster.epoch, members: cluster.members.map((m) => m.name) }, 'gateway serving');
     // The supervisor (and tests) treat this as "ready for traffic".
-    process.send?.({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
+    lifecycle.tellSupervisor({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
   });
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
   log.info(
@@ -146,10 +148,7 @@ async function main(): Promise<void> {
     log.info({ how }, 'gateway stopped');
     process.exit(0);
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
-  // Started by the supervisor: if it dies (even by kill -9), stop rather than linger as an orphan.
-  process.on('disconnect', () => void stop('supervisor gone'));
+  lifecycle.serving(stop);
 }
 
 main().catch((err: unknown) => {

@@ -2,6 +2,7 @@
 // stops every one of them cleanly with exit code 0. A bad flag or KV_* value is a one-line usage error.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -85,102 +86,149 @@ describe('stopping with nobody reading stdout', () => {
   }, 60_000);
 });
 
-describe('Ctrl-C in a terminal (SIGINT to the whole process group)', () => {
-  it('stops the gateway first, then the workers, restarts none of them, and exits 0', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kvstore-ctrl-c-'));
-    // detached: npm start leads its own process group here, as a shell's foreground job does.
-    const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, KV_LOG_LEVEL: 'info' },
-      detached: true,
-    });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? String(sig))));
-    let kids: number[] = [];
-    try {
-      await waitFor('kvstore ready', async () => /kvstore ready/.test(out), 30_000);
-      kids = childrenOf(child.pid!);
-      expect(kids.length).toBe(3);
-      process.kill(-child.pid!, 'SIGINT');
-      const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 30_000))]);
-      expect(code, out).toBe(0);
-      expect(out).toMatch(/store stopped/);
-      // Before: the workers got the SIGINT too and stopped at once, before the gateway had drained,
-      // and the supervisor, still waiting for the gateway, could take them for crashed and restart them.
-      expect(out).not.toMatch(/restarting/);
-      const lines = out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; time: string });
-      const at = (msg: string): number[] => lines.filter((l) => l.msg === msg).map((l) => Date.parse(l.time));
-      expect(at('worker draining').length).toBe(2);
-      expect(Math.min(...at('worker draining'))).toBeGreaterThanOrEqual(Math.max(...at('gateway stopped')));
-      await waitFor('every child to be gone', async () => kids.every((pid) => !alive(pid)), 10_000);
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+interface LogLine {
+  msg: string;
+  time: string;
+  signal?: string;
+  component?: string;
+}
+
+/**
+ * `npm start` (cli/start.js) with 2 workers on free ports and its output collected. `group`: it leads
+ * its own process group, as a shell's foreground job does, so a terminal's Ctrl-C can be imitated.
+ */
+function launchStore(group = false) {
+  const dir = mkdtempSync(join(tmpdir(), 'kvstore-stop-'));
+  const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, KV_LOG_LEVEL: 'info' },
+    detached: group,
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  // 'close', not 'exit': by then every last line is in (the children share the pipe).
+  const closed = new Promise<number | string>((resolve) => child.once('close', (code, sig) => resolve(code ?? String(sig))));
+  const kids = new Set<number>();
+  return {
+    child,
+    kids,
+    out: () => out,
+    lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine),
+    /** The children now, remembered for the checks and the clean-up. */
+    track(): number[] {
+      const now = childrenOf(child.pid!);
+      for (const pid of now) kids.add(pid);
+      return now;
+    },
+    exitCode: (): Promise<number | string> => Promise.race([closed, new Promise<string>((r) => setTimeout(() => r('hung'), 30_000))]),
+    allGone: (): Promise<boolean> => waitFor('every child to be gone', async () => [...kids].every((pid) => !alive(pid)), 20_000),
+    cleanup(): void {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       for (const pid of kids) if (alive(pid)) process.kill(pid, 'SIGKILL');
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('Ctrl-C in a terminal, or the terminal closing (a signal to the whole process group)', () => {
+  it.each(['SIGINT', 'SIGHUP'] as const)('%s stops the gateway first, then the workers, restarts none of them, and exits 0', async (signal) => {
+    const store = launchStore(true);
+    try {
+      await waitFor('kvstore ready', async () => /kvstore ready/.test(store.out()), 30_000);
+      expect(store.track().length).toBe(3);
+      process.kill(-store.child.pid!, signal);
+      expect(await store.exitCode(), store.out()).toBe(0);
+      expect(store.out()).toMatch(/store stopped/);
+      // Before: the workers got the SIGINT too and stopped at once, before the gateway had drained,
+      // and the supervisor, still waiting for the gateway, could take them for crashed and restart
+      // them. SIGHUP killed the supervisor outright.
+      expect(store.out()).not.toMatch(/restarting/);
+      const at = (msg: string): number[] => store.lines().filter((l) => l.msg === msg).map((l) => Date.parse(l.time));
+      expect(at('gateway stopped').length).toBe(1);
+      expect(at('worker draining').length).toBe(2);
+      expect(Math.min(...at('worker draining'))).toBeGreaterThanOrEqual(at('gateway stopped')[0]);
+      await store.allGone();
+    } finally {
+      store.cleanup();
     }
   }, 60_000);
 });
 
 describe('the supervisor killed (kill -9)', () => {
-  it('leaves no child running: each stops itself when the IPC channel closes', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kvstore-orphans-'));
-    const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', '2', '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, KV_LOG_LEVEL: 'info' },
-    });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    let kids: number[] = [];
+  it.each(['once the store is ready', 'while the gateway is starting'] as const)('%s: no child keeps running, each stops itself when the IPC channel closes', async (when) => {
+    const store = launchStore();
     try {
-      await waitFor('kvstore ready', async () => /kvstore ready/.test(out), 30_000);
-      kids = childrenOf(child.pid!);
-      expect(kids.length).toBe(3);
-      child.kill('SIGKILL');
-      // The children are in their own process groups, so nothing but the closed channel tells them.
-      await waitFor('every child to stop by itself', async () => kids.every((pid) => !alive(pid)), 20_000);
-      expect(out).toMatch(/supervisor gone/);
+      if (when === 'once the store is ready') await waitFor('kvstore ready', async () => /kvstore ready/.test(store.out()), 30_000);
+      // The gateway is forked once every worker is listening; while it starts, it waits for them.
+      await waitFor('the gateway process', async () => store.track().length === 3, 20_000, 5);
+      store.child.kill('SIGKILL');
+      // The children are in their own process groups: nothing but the closed channel tells them.
+      // Before, a gateway still starting had no handler for that yet, and waited for its (gone)
+      // workers forever, holding its port.
+      await store.allGone();
+      expect(store.out()).toMatch(/supervisor gone|stopped during start-up/);
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      for (const pid of kids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+      store.cleanup();
     }
   }, 60_000);
 });
 
 describe('stopping during start-up', () => {
-  it('SIGINT while the gateway is starting stops every child started so far and exits 0', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kvstore-early-stop-'));
-    const workers = 2;
-    const child = spawn(process.execPath, [dist('cli/start.js'), '--workers', String(workers), '--port', '0', '--metrics-port', '0', '--data-dir', dir], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, KV_LOG_LEVEL: 'info' },
-    });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? String(sig))));
-    const kids = new Set<number>();
+  it('SIGINT while the gateway is starting stops every child started so far, in order, and exits 0', async () => {
+    const store = launchStore();
     try {
-      // The gateway is forked once every worker is listening; signal as soon as it exists.
-      await waitFor('the gateway process', async () => {
-        for (const pid of childrenOf(child.pid!)) kids.add(pid);
-        return childrenOf(child.pid!).length === workers + 1;
-      }, 20_000, 5);
-      child.kill('SIGINT');
-      const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 30_000))]);
-      expect(out, 'the signal must land during start-up').not.toMatch(/kvstore ready/);
+      await waitFor('the gateway process', async () => store.track().length === 3, 20_000, 5);
+      store.child.kill('SIGINT');
+      const code = await store.exitCode();
+      expect(store.out(), 'the signal must land during start-up').not.toMatch(/kvstore ready/);
       // Before: the gateway, stopped before it listened, failed start-up and npm start exited 1.
-      expect(code, out).toBe(0);
-      expect(out).toMatch(/store stopped/);
-      expect(out).not.toMatch(/failed to start/);
-      expect(kids.size).toBe(workers + 1);
-      await waitFor('every child to be gone', async () => [...kids].every((pid) => !alive(pid)), 10_000);
+      expect(code, store.out()).toBe(0);
+      expect(store.out()).not.toMatch(/failed to start/);
+      // The supervisor stopped the workers itself (not the IPC channel closing), before it ended.
+      const lines = store.lines();
+      const draining = lines.filter((l) => l.msg === 'worker draining');
+      expect(draining.map((l) => l.signal)).toEqual(['SIGTERM', 'SIGTERM']);
+      const stopped = lines.findIndex((l) => l.msg === 'store stopped');
+      expect(stopped).toBeGreaterThan(lines.lastIndexOf(draining[1]));
+      await store.allGone();
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      for (const pid of kids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+      store.cleanup();
     }
   }, 60_000);
+});
+
+describe('supervision', () => {
+  it('retries a restart that dies before listening (its port held for a while) until the worker is back', async () => {
+    const store = await startEmbedded(['--workers', '2']);
+    // Whatever connects to the held port (the gateway's link redials it) is cut at once.
+    const holder = createServer((socket) => socket.destroy());
+    try {
+      const pid = store.workerPids.get('worker-0')!;
+      const port = store.workerPorts.get('worker-0')!;
+      process.kill(pid, 'SIGKILL');
+      await waitFor('worker-0 to die', async () => !alive(pid), 5_000, 2);
+      // The supervisor restarts it on the same port after 100 ms: hold the port first.
+      await new Promise<void>((resolve, reject) => holder.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
+      await waitFor('a refused restart', async () => /restart failed/.test(store.proc.output.join('')), 15_000);
+      holder.close();
+      // Before: one failed restart and the worker stayed down for good.
+      await waitFor('worker-0 back', async () => store.workerPids.get('worker-0') !== pid, 20_000);
+      const kv = kvClient(store.address);
+      try {
+        // Keys on both workers (20 random-ish keys miss one of two workers with odds 2^-19).
+        await waitFor('the store to take writes for every key again', async () => {
+          for (let i = 0; i < 20; i++) await kv.put(`after-restart-${i}`, 'v');
+          return true;
+        }, 20_000, 200);
+        for (let i = 0; i < 20; i++) expect(await kv.get(`after-restart-${i}`)).toBe('v');
+      } finally {
+        kv.close();
+      }
+    } finally {
+      holder.close();
+      await store.stop();
+    }
+  }, 90_000);
 });
 
 describe('embedded store', () => {

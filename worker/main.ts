@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { addHealth, drainServer, setAllHealth } from '../shared/grpc-server.js';
 import { workerServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
+import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { publicApi, workerApi } from '../shared/proto.js';
@@ -63,6 +64,7 @@ const opts = program.opts<{
 } & InternalTlsSettings>();
 
 const log = createLogger('worker', opts.logLevel, { worker: opts.name });
+const lifecycle = handleStops(log);
 
 async function main(): Promise<void> {
   if (!NAME_RULE.test(opts.name)) {
@@ -116,7 +118,7 @@ async function main(): Promise<void> {
   const http = await startHttpEndpoints(registry, opts.host, opts.metricsPort, () => ready);
   log.info({ port, metricsPort: http.port, db: dbFile, keys: store.keys, sync: opts.sync, backupDir, tls: tls.summary, directApi: opts.directApi, metrics: opts.metrics }, 'worker listening');
   // The supervisor (cli/start) learns the bound ports from this message when it forked us.
-  process.send?.({ type: 'listening', name: opts.name, port, metricsPort: http.port });
+  lifecycle.tellSupervisor({ type: 'listening', name: opts.name, port, metricsPort: http.port });
 
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
@@ -134,10 +136,7 @@ async function main(): Promise<void> {
     log.info({ how }, 'worker stopped');
     process.exit(0);
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
-  // Started by the supervisor: if it dies (even by kill -9), stop rather than linger as an orphan.
-  process.on('disconnect', () => void stop('supervisor gone'));
+  lifecycle.serving(stop);
 }
 
 main().catch((err: unknown) => {
