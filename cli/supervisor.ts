@@ -67,7 +67,9 @@ export class Supervised {
         this.log.warn({ child: this.spec.name, code, signal, restartInMs: delay }, 'child exited; restarting');
         setTimeout(() => {
           if (this.stopping) return;
-          this.start().catch((err: unknown) => this.log.error({ child: this.spec.name, err }, 'restart failed; retrying'));
+          this.start().catch((err: unknown) => {
+            if (!this.stopping) this.log.error({ child: this.spec.name, err }, 'restart failed; retrying');
+          });
         }, delay);
       });
     });
