@@ -107,10 +107,11 @@ if (o.quick) {
 const workloads = list(o.workloads) as Workload[];
 const levels = list(o.concurrency).map(int).filter((c) => c > 0);
 const maxLevel = Math.max(...levels);
-/** The workloads etcd runs: its KV API has Range and Put, and nothing like ListKeys over gRPC or Backup. */
-const ETCD_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];
-/** The bare server answers the point calls only (a Map has no backup, and ListKeys is not its point). */
-const BARE_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];
+/**
+ * The workloads etcd and the bare server run: point calls only. etcd's KV API has Range and Put and
+ * nothing like ListKeys over gRPC or Backup; the bare server is a Map, the floor under point calls.
+ */
+const POINT_WORKLOADS: readonly Workload[] = ['get', 'put', 'mix'];
 // A usage error, said in one line before anything starts (not the whole --help).
 const fail = (msg: string): never => {
   process.stderr.write(`kv-bench: ${msg}\n`);
@@ -349,8 +350,8 @@ async function main(): Promise<void> {
     const pairs = [['gateway', 'direct'], ['gateway', 'etcd'], ['direct', 'etcd'], ['gateway', 'bare'], ['direct', 'bare']] as const;
     for (const w of workloads) {
       for (const c of w === 'listkeys' ? [1] : levels) {
-        const withEtcd = etcd && ETCD_WORKLOADS.includes(w) ? etcd : undefined;
-        const withBare = bare && BARE_WORKLOADS.includes(w) ? bare : undefined;
+        const withEtcd = etcd && POINT_WORKLOADS.includes(w) ? etcd : undefined;
+        const withBare = bare && POINT_WORKLOADS.includes(w) ? bare : undefined;
         const rounds = w === 'listkeys' || w === 'backup' || (!direct && !withEtcd && !withBare) ? 1 : Math.max(1, o.rounds);
         const each = new Map<string, Comparison[]>();
         for (let r = 0; r < rounds; r++) {

@@ -44,7 +44,7 @@ export class Supervised {
       // In its own process group: Ctrl-C in a terminal signals the whole foreground group, and children
       // that got it too would stop at once, while the gateway still drains calls that need them; the
       // supervisor stops them in order instead. A child whose supervisor dies stops itself when the IPC
-      // channel closes ('disconnect' in gateway/main.ts and worker/main.ts).
+      // channel closes (shared/lifecycle.ts).
       const child = fork(this.spec.script, this.spec.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
       this.child = child;
       let reported = false;

@@ -36,6 +36,11 @@ describe('server command lines', () => {
   });
 });
 
+/** How `exited` settles, or 'hung' if it has not after `ms`. */
+function orHung(exited: Promise<number | string>, ms: number): Promise<number | string> {
+  return Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), ms).unref())]);
+}
+
 /** The PIDs of `pid`'s children now (Linux /proc). */
 function childrenOf(pid: number): number[] {
   try {
@@ -66,7 +71,7 @@ async function stopWithStdoutGone(script: string, args: string[], ready: RegExp,
     await new Promise((r) => setTimeout(r, 200)); // so the stop path, not start-up, does the next logging
     child.stdout!.destroy();
     child.kill(signal);
-    return await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 15_000))]);
+    return await orHung(exited, 15_000);
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
@@ -90,7 +95,6 @@ interface LogLine {
   msg: string;
   time: string;
   signal?: string;
-  component?: string;
 }
 
 /**
@@ -120,7 +124,7 @@ function launchStore(group = false) {
       for (const pid of now) kids.add(pid);
       return now;
     },
-    exitCode: (): Promise<number | string> => Promise.race([closed, new Promise<string>((r) => setTimeout(() => r('hung'), 30_000))]),
+    exitCode: (): Promise<number | string> => orHung(closed, 30_000),
     allGone: (): Promise<boolean> => waitFor('every child to be gone', async () => [...kids].every((pid) => !alive(pid)), 20_000),
     cleanup(): void {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
