@@ -6,9 +6,10 @@
 // other names or another count re-places every key on the worker that owns it on the new ring
 // (shared/ring.ts, the same code the gateway routes with), so the restored store needs no rebalance.
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, openSync, readSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
+import { ensureDir } from '../shared/data-dir.js';
 import { Ring } from '../shared/ring.js';
 import { MANIFEST_FILE, partManifestFile, readManifest, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { OpType, type Op } from '../shared/proto.js';
@@ -190,13 +191,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
   log(`verified backup ${manifest.id}: ${manifest.workers.length} files, ${manifest.total_keys} keys, checksums match`);
   const names = opts.names ?? [...manifest.ring.members];
   const target = new Ring(names); // validates: non-empty, no duplicates
-  mkdirSync(opts.dataDir, { recursive: true });
+  ensureDir(opts.dataDir, 'data directory');
   assertStopped(opts.dataDir);
 
   const stamp = new Date().toISOString().replace(/[-:.]/g, '');
   const staging = join(opts.dataDir, `.restore-${manifest.id}-${stamp}`);
   rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging, { recursive: true });
+  ensureDir(staging, 'restore staging folder');
   try {
     const same = [...names].sort().join(',') === [...manifest.ring.members].sort().join(',');
     const workers = same ? copyFiles(manifest, opts.setDir, staging) : reshard(manifest, opts.setDir, staging, target, log);
@@ -210,7 +211,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     let movedAside: string | undefined;
     if (existing.length > 0) {
       movedAside = join(opts.dataDir, `pre-restore-${stamp}`);
-      mkdirSync(movedAside, { recursive: true });
+      ensureDir(movedAside, 'folder for the previous database files');
       for (const f of readdirSync(opts.dataDir)) {
         if (existing.some((db) => f === db || f === `${db}-wal` || f === `${db}-shm`)) renameSync(join(opts.dataDir, f), join(movedAside, f));
       }

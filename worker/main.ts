@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // Worker entry point: owns one SQLite database and serves the internal Worker protocol to gateways.
-import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
+import { ensureDir } from '../shared/data-dir.js';
 import { addHealth, drainServer, setAllHealth } from '../shared/grpc-server.js';
 import { workerServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   }
   // Before touching the data folder: a bad certificate setting must not leave anything behind.
   const tls = workerServerTls(opts);
-  mkdirSync(opts.dataDir, { recursive: true });
+  ensureDir(opts.dataDir, 'data directory');
   const dbFile = join(opts.dataDir, `${opts.name}.sqlite`);
   const store = new Store(dbFile, { sync: opts.sync, maxPages: opts.maxDbPages });
   const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
