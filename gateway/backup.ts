@@ -3,6 +3,7 @@
 // at a time per gateway (a second call is refused with a message naming the running one); workers
 // serialize snapshots, which covers several gateways.
 import { mkdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { ensureDir } from '../shared/data-dir.js';
 import { join } from 'node:path';
 import {
   FAILED_FILE,
@@ -100,7 +101,7 @@ export class BackupCoordinator {
    * separate volumes the workers refuse the duplicate: a snapshot file is never overwritten.)
    */
   private async claimId(): Promise<{ id: string; dir: string }> {
-    await mkdir(this.options.backupDir, { recursive: true });
+    ensureDir(this.options.backupDir, 'backup directory');
     const t = Date.now();
     for (let i = 0; i < 100; i++) {
       const id = newBackupId(new Date(t + i));
@@ -137,7 +138,8 @@ export class BackupCoordinator {
         succeeded: [...ok.keys()].sort(),
       };
       // A record of the failure, never a manifest: nothing may mistake this folder for a complete set.
-      await mkdir(dir, { recursive: true })
+      await Promise.resolve()
+        .then(() => ensureDir(dir, 'backup set folder'))
         .then(() => writeJsonAtomically(join(dir, FAILED_FILE), record))
         .catch((err: unknown) => this.log.warn({ err, backupId: id }, 'could not write the failure record'));
       const message = `backup ${id} failed: ${failed.length} of ${this.cluster.members.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
@@ -160,7 +162,7 @@ export class BackupCoordinator {
       total_keys: workers.reduce((n, w) => n + w.keys, 0),
       total_bytes: workers.reduce((n, w) => n + w.bytes, 0),
     };
-    await mkdir(dir, { recursive: true });
+    ensureDir(dir, 'backup set folder');
     await writeJsonAtomically(join(dir, MANIFEST_FILE), manifest);
     this.log.info({ backupId: id, keys: manifest.total_keys, bytes: manifest.total_bytes, seconds: manifest.duration_seconds }, 'backup complete');
     this.observer?.finished('success', manifest.duration_seconds, manifest.total_bytes);

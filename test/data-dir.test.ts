@@ -1,7 +1,7 @@
 // A --data-dir that cannot be created is a clear start-up error, never a hang: Node 20's recursive
 // mkdirSync loops forever on a path under /proc (mkdir answers ENOENT though the parent exists), and the
 // blocked process ignores SIGTERM. shared/data-dir.ts makes each level itself; the worker and
-// `kvctl restore` use it.
+// `kvctl restore` use it, and so do Backup's folders (the async recursive mkdir never settles there).
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,9 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ensureDir } from '../shared/data-dir.js';
 import { Ring } from '../shared/ring.js';
-import { dist } from './helpers/processes.js';
+import { kvClient } from './helpers/client.js';
+import { TestCluster, dist } from './helpers/processes.js';
+import type { BackupStatus } from '../shared/proto.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -85,4 +87,27 @@ describe('an uncreatable --data-dir', () => {
     expect(r.status, r.output).toBe(1);
     expect(r.output).toContain(`kvctl: cannot create data directory "${UNCREATABLE}": ENOENT`);
   });
+});
+
+describe('an uncreatable backup folder', () => {
+  // Each case: where the bad path is given, and what the answer must name. Before, the Backup call
+  // never answered: fs.promises.mkdir({ recursive: true }) stays pending on such a path.
+  const cases: [string, { gatewayArgs?: string[]; workerArgs?: string[] }, string][] = [
+    ['the gateway', { gatewayArgs: ['--backup-dir', '/proc/kvstore-nope/backups'] }, 'cannot create backup directory "/proc/kvstore-nope/backups": ENOENT'],
+    ['a worker', { workerArgs: ['--backup-dir', '/proc/kvstore-nope/snapshots'] }, 'worker worker-0: cannot create backup set folder "/proc/kvstore-nope/snapshots/'],
+  ];
+  for (const [who, args, says] of cases) {
+    it(`given to ${who}, fails the Backup call at once with an answer naming it`, async () => {
+      const cluster = await TestCluster.start({ workers: 1, ...args });
+      const kv = kvClient(cluster.address, 20_000);
+      try {
+        const status = (await kv.backup()) as BackupStatus;
+        expect(status.success).toBe(false);
+        expect(status.message).toContain(says);
+      } finally {
+        kv.close();
+        await cluster.stop();
+      }
+    }, 60_000);
+  }
 });

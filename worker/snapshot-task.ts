@@ -5,8 +5,8 @@
 // both; docs/backup.md has the figures).
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { MANIFEST_FORMAT, partFile, partManifestFile, type PartManifest } from '../shared/backup-sets.js';
 
@@ -39,7 +39,6 @@ export default async function snapshot({ source, dir, id, worker }: SnapshotTask
   // Two gateways can pick the same millisecond id. Never overwrite a file another manifest may already
   // describe: the second attempt fails instead (Snapshotter checks first and answers ALREADY_EXISTS).
   if (existsSync(target)) throw new Error(`${target} already exists; refusing to overwrite a snapshot of backup ${id}`);
-  await mkdir(dirname(target), { recursive: true });
   const temp = `${target}.partial`;
   await rm(temp, { force: true });
   try {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { Piscina } from 'piscina';
 import { BACKUP_ID, partFile, partManifestFile } from '../shared/backup-sets.js';
+import { ensureDir } from '../shared/data-dir.js';
 import { KvError } from '../shared/errors.js';
 import type { SnapshotResult, SnapshotTask } from './snapshot-task.js';
 
@@ -60,6 +61,12 @@ export class Snapshotter {
     const dir = join(this.backupDir, backupId);
     if (existsSync(join(dir, partFile(this.worker)))) {
       throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} already has a snapshot for backup ${backupId} in ${dir}; refusing to overwrite it`);
+    }
+    try {
+      ensureDir(dir, 'backup set folder');
+    } catch (err) {
+      // Made here rather than on the thread, so the gateway's answer says what is wrong, not INTERNAL.
+      throw new KvError(status.FAILED_PRECONDITION, `worker ${this.worker}: ${(err as Error).message}`);
     }
     this.running = backupId;
     try {
