@@ -184,6 +184,8 @@ async function phase(target: string, set: ServerSet | undefined, address: string
   const procs = set?.processes ?? [];
   let cpu0: number[] = [];
   let cpu1: number[] = [];
+  let woke0: number[] = [];
+  let woke1: number[] = [];
   const listing = workload === 'listkeys';
   const spec: LoadSpec = {
     address,
@@ -206,16 +208,18 @@ async function phase(target: string, set: ServerSet | undefined, address: string
   const result = await runLoad(spec, {
     onStart: () => {
       cpu0 = procs.map((p) => cpuSeconds(p.pid));
+      woke0 = procs.map((p) => wakeups(p.pid));
       if (workload === 'backup') backup = callBackup(address);
     },
     onStop: () => {
       cpu1 = procs.map((p) => cpuSeconds(p.pid));
+      woke1 = procs.map((p) => wakeups(p.pid));
     },
     onProgress: (ops, errors, elapsed) => log(`${label} ${(elapsed / 1000).toFixed(0)} s: ${ops} ops, ${(ops / (elapsed / 1000)).toFixed(0)}/s, ${errors} errors`),
   });
   const servers = procs.map((p, i) => {
     const cpu = cpu1[i] - cpu0[i];
-    return { name: p.name, pid: p.pid, cpuSeconds: cpu, cpuUsPerOp: (cpu / result.ops) * 1e6, peakRssMiB: peakRssMiB(p.pid), rssMiB: rssMiB(p.pid) };
+    return { name: p.name, pid: p.pid, cpuSeconds: cpu, cpuUsPerOp: (cpu / result.ops) * 1e6, wakeupsPerOp: (woke1[i] - woke0[i]) / result.ops, peakRssMiB: peakRssMiB(p.pid), rssMiB: rssMiB(p.pid) };
   });
   const serverCpu = servers.reduce((n, s) => n + s.cpuSeconds, 0);
   const p: Phase = {
@@ -229,6 +233,7 @@ async function phase(target: string, set: ServerSet | undefined, address: string
     result,
     servers,
     serverCpuUsPerOp: procs.length > 0 ? (serverCpu / result.ops) * 1e6 : Number.NaN,
+    serverWakeupsPerOp: procs.length > 0 ? servers.reduce((n, s) => n + s.wakeupsPerOp, 0) : Number.NaN,
     loadgenCpuUsPerOp: (result.loadgenCpuSeconds / result.ops) * 1e6,
   };
   if (workload === 'backup' && backup) {
@@ -243,7 +248,7 @@ async function phase(target: string, set: ServerSet | undefined, address: string
   }
   const l = result.latencyUs;
   log(`${label} done: ${result.opsPerSec.toFixed(0)} ops/s, p50 ${(l.p50 / 1000).toFixed(2)} ms, p99 ${(l.p99 / 1000).toFixed(2)} ms, ` +
-    `${result.errors} errors${result.errors ? ` (${result.lastError})` : ''}, server CPU ${p.serverCpuUsPerOp.toFixed(1)} µs/op`);
+    `${result.errors} errors${result.errors ? ` (${result.lastError})` : ''}, server CPU ${p.serverCpuUsPerOp.toFixed(1)} µs/op, ${p.serverWakeupsPerOp.toFixed(2)} wake-ups/op`);
   phases.push(p);
   return p;
 }

@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Report } from '../bench/report.js';
 
 const BENCH = fileURLToPath(new URL('../dist/bench/main.js', import.meta.url));
+const WAKEUP = fileURLToPath(new URL('../dist/bench/wakeup-cost.js', import.meta.url));
 const out = mkdtempSync(join(tmpdir(), 'kvbench-test-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
@@ -74,8 +75,12 @@ describe('npm run bench -- --quick', () => {
         expect(s.pid, where).toBeGreaterThan(0);
         expect(Number.isFinite(s.cpuUsPerOp) && s.cpuUsPerOp >= 0, `${where} ${s.name} cpu ${s.cpuUsPerOp}`).toBe(true);
         expect(s.peakRssMiB, `${where} ${s.name}`).toBeGreaterThan(0);
+        expect(Number.isFinite(s.wakeupsPerOp) && s.wakeupsPerOp >= 0, `${where} ${s.name} wake-ups ${s.wakeupsPerOp}`).toBe(true);
+        // Each worker owns a share of the keys, so it must have been woken to serve it.
+        if (s.name.startsWith('worker-')) expect(s.wakeupsPerOp, `${where} ${s.name}`).toBeGreaterThan(0);
       }
       expect(p.serverCpuUsPerOp, where).toBeGreaterThan(0);
+      expect(p.serverWakeupsPerOp, where).toBeCloseTo(p.servers.reduce((n, s) => n + s.wakeupsPerOp, 0), 9);
     }
     for (const p of report.phases.filter((x) => x.workload === 'backup')) {
       expect(p.extra?.backupOk, p.target).toBe(true);
@@ -100,4 +105,31 @@ describe('npm run bench -- --quick', () => {
     }
     expect(report.targets.length).toBeGreaterThan(0);
   }, 180_000);
+});
+
+describe('npm run bench:wakeup', () => {
+  const run = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      const child = execFile(process.execPath, [WAKEUP, ...args], { timeout: 30_000 }, (_err, so, se) => resolve({ code: child.exitCode, stdout: so, stderr: se }));
+    });
+
+  it('prints, per idle gap, the child\'s CPU per round trip and one wake-up per round trip', async () => {
+    const r = await run(['--seconds', '0.3', '--rounds', '1', '--gap-ms', '1,5']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/back to back: the child uses \d+\.\d µs of CPU per round trip/);
+    for (const gap of ['1', '5']) {
+      const row = new RegExp(`^\\s+${gap} \\|\\s+(\\d+\\.\\d) \\|\\s+(\\d+\\.\\d+) \\|\\s+(-?\\d+\\.\\d)$`, 'm').exec(r.stdout);
+      expect(row, `gap ${gap}:\n${r.stdout}`).not.toBeNull();
+      expect(Number(row![1]), `gap ${gap}`).toBeGreaterThan(0);
+      // After an idle gap the child has always gone to sleep: it is woken for every message.
+      expect(Number(row![2]), `gap ${gap}`).toBeGreaterThanOrEqual(0.9);
+      expect(Number(row![2]), `gap ${gap}`).toBeLessThan(1.5);
+    }
+  });
+
+  it('refuses bad arguments in one line', async () => {
+    const r = await run(['--gap-ms', '1,x']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^--seconds must be a positive number, --gap-ms positive numbers separated by commas .*\(got 2, 1,x, 3\)\n$/);
+  });
 });
