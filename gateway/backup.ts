@@ -84,7 +84,8 @@ export class BackupCoordinator {
         const id = newBackupId();
         this.log.error({ err }, 'cannot create a backup folder');
         this.observer?.finished('failure', 0, 0);
-        const message = `backup failed: cannot create a folder in ${this.options.backupDir}: ${(err as Error).message}; no worker was asked for a snapshot`;
+        // Every cause names the path already (ensureDir's message, Node's mkdir error, the id search).
+        const message = `backup failed: ${(err as Error).message}; no worker was asked for a snapshot`;
         return { success: false, id, dir: join(this.options.backupDir, id), keys: 0, bytes: 0, failedWorkers: [], message };
       }
       const { id, dir } = claimed;
@@ -138,10 +139,12 @@ export class BackupCoordinator {
         succeeded: [...ok.keys()].sort(),
       };
       // A record of the failure, never a manifest: nothing may mistake this folder for a complete set.
-      await Promise.resolve()
-        .then(() => ensureDir(dir, 'backup set folder'))
-        .then(() => writeJsonAtomically(join(dir, FAILED_FILE), record))
-        .catch((err: unknown) => this.log.warn({ err, backupId: id }, 'could not write the failure record'));
+      try {
+        ensureDir(dir, 'backup set folder');
+        await writeJsonAtomically(join(dir, FAILED_FILE), record);
+      } catch (err) {
+        this.log.warn({ err, backupId: id }, 'could not write the failure record');
+      }
       const message = `backup ${id} failed: ${failed.length} of ${this.cluster.members.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
       this.log.error({ backupId: id, failed }, 'backup failed');
       this.observer?.finished('failure', seconds(), 0);

@@ -1,7 +1,8 @@
-// Creating a directory the user named (--data-dir) without mkdirSync({ recursive: true }): Node 20's
-// recursive mkdir loops forever when mkdir fails with ENOENT although the parent exists (any path under
-// /proc does that), so the process hung at start, deaf to SIGTERM. Here each missing level is made one
-// at a time, and any failure is an error naming the path.
+// Creating a directory whose path comes from the user (--data-dir, --backup-dir and the folders under
+// it) without mkdir({ recursive: true }): Node 20's recursive mkdir loops forever when mkdir fails with
+// ENOENT although the parent exists (any path under /proc does that). The sync form hung the process at
+// start, deaf to SIGTERM; the async form never settled, so a Backup call never answered. Here each
+// missing level is made one at a time, and any failure is an error naming the path.
 import { accessSync, constants, mkdirSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 

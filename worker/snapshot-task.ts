@@ -5,7 +5,7 @@
 // both; docs/backup.md has the figures).
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { MANIFEST_FORMAT, partFile, partManifestFile, type PartManifest } from '../shared/backup-sets.js';
@@ -39,6 +39,11 @@ export default async function snapshot({ source, dir, id, worker }: SnapshotTask
   // Two gateways can pick the same millisecond id. Never overwrite a file another manifest may already
   // describe: the second attempt fails instead (Snapshotter checks first and answers ALREADY_EXISTS).
   if (existsSync(target)) throw new Error(`${target} already exists; refusing to overwrite a snapshot of backup ${id}`);
+  // Snapshotter made the folder; a prune or retention on a shared volume may have removed it while
+  // this thread started. One level, never recursive (that hangs on some paths, shared/data-dir.ts).
+  await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
   const temp = `${target}.partial`;
   await rm(temp, { force: true });
   try {

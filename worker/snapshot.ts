@@ -65,8 +65,9 @@ export class Snapshotter {
     try {
       ensureDir(dir, 'backup set folder');
     } catch (err) {
-      // Made here rather than on the thread, so the gateway's answer says what is wrong, not INTERNAL.
-      throw new KvError(status.FAILED_PRECONDITION, `worker ${this.worker}: ${(err as Error).message}`);
+      // Made here rather than on the thread, so the gateway's answer says what is wrong, not INTERNAL
+      // (the gateway names the worker).
+      throw new KvError(status.FAILED_PRECONDITION, (err as Error).message);
     }
     this.running = backupId;
     try {
