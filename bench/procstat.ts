@@ -37,14 +37,52 @@ export const peakRssMiB = (pid: number): number => statusField(`/proc/${pid}/sta
 /** Current resident set size, in MiB. */
 export const rssMiB = (pid: number): number => statusField(`/proc/${pid}/status`, 'VmRSS') / 1024;
 
-/**
- * How many times the process has gone to sleep and been woken since it started: voluntary context
- * switches summed over its threads (/proc/<pid>/task/<tid>/status), or NaN if it is gone.
- */
-export function wakeups(pid: number): number {
+export interface Switches {
+  /** Times a thread went to sleep and was woken (voluntary context switches). */
+  woken: number;
+  /** Times the scheduler took the core away from a thread that could still run (involuntary). */
+  preempted: number;
+}
+
+/** Each thread's context switches since it started (/proc/<pid>/task/<tid>/status); empty if the process is gone. */
+export function threadSwitches(pid: number): Map<string, Switches> {
+  const threads = new Map<string, Switches>();
+  let tids: string[];
   try {
-    return readdirSync(`/proc/${pid}/task`).reduce((n, tid) => n + (statusField(`/proc/${pid}/task/${tid}/status`, 'voluntary_ctxt_switches') || 0), 0);
+    tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return Number.NaN;
+    return threads;
   }
+  for (const tid of tids) {
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    threads.set(tid, {
+      woken: Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+      preempted: Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+    });
+  }
+  return threads;
+}
+
+/**
+ * Switches between two readings of threadSwitches, thread by thread: a thread that ended in between
+ * (a piscina thread retiring after a backup) would otherwise take its whole lifetime's count out of
+ * the sum and make the difference too small, even negative. Threads started in between count from 0.
+ * NaN when the process was gone at either reading. On a small, busy machine `preempted` is where a
+ * process loses its warm caches to the others.
+ */
+export function switchesBetween(before: Map<string, Switches>, after: Map<string, Switches>): Switches {
+  if (before.size === 0 || after.size === 0) return { woken: Number.NaN, preempted: Number.NaN };
+  let woken = 0;
+  let preempted = 0;
+  for (const [tid, a] of after) {
+    const b = before.get(tid);
+    woken += a.woken - (b?.woken ?? 0);
+    preempted += a.preempted - (b?.preempted ?? 0);
+  }
+  return { woken, preempted };
 }

@@ -10,6 +10,8 @@ export interface ProcessCost {
   cpuUsPerOp: number;
   /** Times the process went to sleep and was woken, per op: on a VM each costs far more than a syscall. */
   wakeupsPerOp: number;
+  /** Times the scheduler took the core away from the process, per op: each costs it its warm caches. */
+  preemptionsPerOp: number;
   peakRssMiB: number;
   rssMiB: number;
 }
@@ -100,11 +102,11 @@ export function toMarkdown(r: Report): string {
   if (typeof r.meta.etcd === 'string') lines.push(`Compared with ${r.meta.etcd}`, '');
   if (typeof r.meta.bare === 'string') lines.push(`The floor ("bare"): ${r.meta.bare}`, '');
   lines.push('## Phases', '');
-  lines.push('| target | workload | conc | keys | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU µs/op | server wake-ups/op | loadgen CPU µs/op | load avg | per process: CPU µs/op, wake-ups/op, peak RSS MiB |');
+  lines.push('| target | workload | conc | keys | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU µs/op | server wake-ups/op | loadgen CPU µs/op | load avg | per process: CPU µs/op, wake-ups/op, preempted/op, peak RSS MiB |');
   lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const p of r.phases) {
     const l = p.result.latencyUs;
-    const per = p.servers.map((s) => `${s.name} ${f(s.cpuUsPerOp, 1)}, ${f(s.wakeupsPerOp, 2)}, ${f(s.peakRssMiB)}`).join('; ');
+    const per = p.servers.map((s) => `${s.name} ${f(s.cpuUsPerOp, 1)}, ${f(s.wakeupsPerOp, 2)}, ${f(s.preemptionsPerOp, 2)}, ${f(s.peakRssMiB)}`).join('; ');
     lines.push(`| ${p.target}${p.note ? ` (${p.note})` : ''} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${f(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.serverWakeupsPerOp, 2)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${f(p.loadAvg1m, 1)} | ${per} |`);
   }
   if (r.idle.length > 0) {

@@ -1,14 +1,14 @@
-// What it costs a process to be woken, on this machine: a loopback echo between this process and a
-// child, once back to back and once with an idle gap before each message. The child's CPU per round
-// trip, minus what the same round trip costs it back to back, is the price of waking up after idling.
-// On a virtual machine that price can be several times the work itself, and it is what a gateway in
-// front of several worker processes pays per batch per worker (docs/performance.md, "Wake-ups").
+// What waking a process after it idled costs on this machine: a loopback echo between this process
+// and a child, back to back and with an idle gap before each message. The child sleeps and is woken
+// once per round trip in both modes; its extra CPU per round trip after a gap is what idling cost it
+// (cold caches, on a VM a halted virtual CPU). The bench's wake-ups per request, times this, bounds
+// what the gateway path's extra wake-ups cost (docs/performance.md, "Where the time goes").
 // Prints figures; asserts nothing. Run: npm run bench:wakeup -- [--seconds N] [--gap-ms 1,3,20] [--rounds N]
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
-import { wakeups } from './procstat.js';
+import { switchesBetween, threadSwitches } from './procstat.js';
 
 const MESSAGE = Buffer.alloc(100, 'x');
 
@@ -44,7 +44,7 @@ async function childCpuUs(child: ChildProcess): Promise<number> {
 async function echo(socket: Socket, child: ChildProcess, seconds: number, gapMs: number): Promise<Sample> {
   const pid = child.pid!;
   const cpu0 = await childCpuUs(child);
-  const woke0 = wakeups(pid);
+  const sw0 = threadSwitches(pid);
   const until = performance.now() + seconds * 1000;
   let n = 0;
   while (performance.now() < until) {
@@ -54,11 +54,15 @@ async function echo(socket: Socket, child: ChildProcess, seconds: number, gapMs:
     await reply;
     n++;
   }
-  const woke = wakeups(pid) - woke0;
+  const woke = switchesBetween(sw0, threadSwitches(pid)).woken;
   return { roundTrips: n, childCpuUs: ((await childCpuUs(child)) - cpu0) / n, childWakeups: woke / n };
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -87,7 +91,7 @@ async function main(): Promise<void> {
     await once(socket, 'connect');
     console.log(`loopback echo of ${MESSAGE.length} bytes to a child process, ${seconds} s per mode, medians of ${rounds} rounds`);
     // A process's first seconds include its own start-up work (compilation, GC): not a wake-up cost.
-    await echo(socket, child, 1, 0);
+    await echo(socket, child, Math.min(1, seconds), 0);
     const busy: number[] = [];
     const after = gaps.map((): Sample[] => []);
     for (let r = 0; r < rounds; r++) {
@@ -96,11 +100,11 @@ async function main(): Promise<void> {
     }
     const b = median(busy);
     console.log(`back to back: the child uses ${b.toFixed(1)} µs of CPU per round trip`);
-    console.log('idle gap ms | child CPU µs per round trip | wake-ups per round trip | cost of one wake-up µs');
+    console.log('idle gap ms | child CPU µs per round trip | wake-ups per round trip | extra CPU of waking after the gap, µs');
     for (const [i, gap] of gaps.entries()) {
       const cpu = median(after[i].map((s) => s.childCpuUs));
       // Both modes wake the child once per round trip; only the idle time before it differs.
-      console.log(`${String(gap).padStart(11)} | ${cpu.toFixed(1).padStart(27)} | ${median(after[i].map((s) => s.childWakeups)).toFixed(2).padStart(23)} | ${(cpu - b).toFixed(1).padStart(22)}`);
+      console.log(`${String(gap).padStart(11)} | ${cpu.toFixed(1).padStart(27)} | ${median(after[i].map((s) => s.childWakeups)).toFixed(2).padStart(23)} | ${(cpu - b).toFixed(1).padStart(37)}`);
     }
     socket.destroy();
   } finally {
