@@ -3,10 +3,18 @@
 // ENOENT although the parent exists (any path under /proc does that). The sync form hung the process at
 // start, deaf to SIGTERM; the async form never settled, so a Backup call never answered. Here each
 // missing level is made one at a time, and any failure is an error naming the path.
-import { accessSync, constants, mkdirSync, statSync, type Stats } from 'node:fs';
+import { accessSync, constants, mkdirSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 const codeOf = (err: unknown): string | undefined => (err as { code?: string }).code;
+
+function symlinkTarget(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined; // not a link, or gone
+  }
+}
 
 function explain(err: unknown): string {
   const message = (err as Error).message ?? String(err);
@@ -62,7 +70,9 @@ export function ensureDir(path: string, what: string): void {
       try {
         isDir = statSync(level).isDirectory();
       } catch (statErr) {
-        fail(explain(statErr));
+        // EEXIST yet stat finds nothing: a symbolic link whose target is missing (an unmounted volume).
+        const link = symlinkTarget(level);
+        fail(link === undefined ? explain(statErr) : `${JSON.stringify(level)} is a symbolic link to ${JSON.stringify(link)}, which does not exist`);
       }
       if (!isDir) fail(`${JSON.stringify(level)} is not a directory`);
     }

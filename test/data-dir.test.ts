@@ -4,7 +4,7 @@
 // `kvctl restore` use it, and so do Backup's folders (the async recursive mkdir never settles there).
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -55,6 +55,13 @@ describe('ensureDir', () => {
     expect(() => ensureDir(join(file, 'data'), 'data directory')).toThrow(`cannot create data directory "${join(file, 'data')}": "${file}" is not a directory`);
     expect(() => ensureDir(file, 'data directory')).toThrow(`cannot use data directory "${file}": not a directory`);
     expect(readFileSync(file, 'utf8')).toBe('not a folder');
+  });
+
+  it('names the missing target of a dangling symbolic link (a volume not mounted)', () => {
+    const root = tempDir();
+    const link = join(root, 'data');
+    symlinkSync(join(root, 'unmounted', 'volume'), link);
+    expect(() => ensureDir(link, 'data directory')).toThrow(`cannot create data directory "${link}": "${link}" is a symbolic link to "${join(root, 'unmounted', 'volume')}", which does not exist`);
   });
 
   it(`fails at once on ${UNCREATABLE} instead of looping`, () => {
