@@ -15,7 +15,7 @@ import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { benchClient, type Protocol } from './clients.js';
 import { etcdVersion, startEtcd } from './etcd.js';
 import { runLoad, type LoadSpec } from './load.js';
-import { cpuSeconds, peakRssMiB, rssMiB, switchesBetween, threadSwitches, type Switches } from './procstat.js';
+import { costBetween, peakRssMiB, readCost, rssMiB, type CostReading } from './procstat.js';
 import { medianComparison, toMarkdown, writeReport, type Comparison, type IdleCost, type Phase, type Report, type Target } from './report.js';
 import { startBareServer, startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
 import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
@@ -165,12 +165,13 @@ async function measureIdle(sets: [string, ServerSet][], seconds: number): Promis
   const settle = Math.min(5, seconds);
   log(`measuring ${sets.map(([t]) => t).join(', ')} idle for ${seconds} s, after ${settle} s to settle`);
   await new Promise((r) => setTimeout(r, settle * 1000));
-  const procs = sets.flatMap(([target, set]) => set.processes.map((p) => ({ target, p, cpu: cpuSeconds(p.pid), sw: threadSwitches(p.pid) })));
+  const procs = sets.flatMap(([target, set]) => set.processes.map((p) => ({ target, p, before: readCost(p.pid) })));
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const s = (performance.now() - t0) / 1000;
-  for (const { target, p, cpu, sw } of procs) {
-    idle.push({ target, name: p.name, pid: p.pid, seconds: s, cpuMsPerSecond: ((cpuSeconds(p.pid) - cpu) * 1000) / s, wakeupsPerSecond: switchesBetween(sw, threadSwitches(p.pid)).woken / s });
+  for (const { target, p, before } of procs) {
+    const c = costBetween(before, readCost(p.pid));
+    idle.push({ target, name: p.name, pid: p.pid, seconds: s, cpuMsPerSecond: (c.cpuSeconds * 1000) / s, wakeupsPerSecond: c.woken / s });
   }
 }
 
@@ -179,13 +180,11 @@ async function down(set: ServerSet): Promise<void> {
   await set.stop();
 }
 
-/** One phase against one target, with the servers' CPU read at the start and end of counting. */
+/** One phase against one target, with the servers' CPU and context switches read at the start and end of counting. */
 async function phase(target: string, set: ServerSet | undefined, address: string, workload: Workload, concurrency: number, keys: number, note?: string): Promise<Phase> {
   const procs = set?.processes ?? [];
-  let cpu0: number[] = [];
-  let cpu1: number[] = [];
-  let sw0: Map<string, Switches>[] = [];
-  let sw1: Map<string, Switches>[] = [];
+  let start: CostReading[] = [];
+  let end: CostReading[] = [];
   const listing = workload === 'listkeys';
   const spec: LoadSpec = {
     address,
@@ -207,22 +206,26 @@ async function phase(target: string, set: ServerSet | undefined, address: string
   const label = `[${target} ${workload} c=${spec.concurrency} keys=${keys}]`;
   const result = await runLoad(spec, {
     onStart: () => {
-      cpu0 = procs.map((p) => cpuSeconds(p.pid));
-      sw0 = procs.map((p) => threadSwitches(p.pid));
+      start = procs.map((p) => readCost(p.pid));
       if (workload === 'backup') backup = callBackup(address);
     },
     onStop: () => {
-      cpu1 = procs.map((p) => cpuSeconds(p.pid));
-      sw1 = procs.map((p) => threadSwitches(p.pid));
+      end = procs.map((p) => readCost(p.pid));
     },
     onProgress: (ops, errors, elapsed) => log(`${label} ${(elapsed / 1000).toFixed(0)} s: ${ops} ops, ${(ops / (elapsed / 1000)).toFixed(0)}/s, ${errors} errors`),
   });
   const servers = procs.map((p, i) => {
-    const cpu = cpu1[i] - cpu0[i];
-    const sw = switchesBetween(sw0[i], sw1[i]);
-    return { name: p.name, pid: p.pid, cpuSeconds: cpu, cpuUsPerOp: (cpu / result.ops) * 1e6, wakeupsPerOp: sw.woken / result.ops,
-      preemptionsPerOp: sw.preempted / result.ops,
-      peakRssMiB: peakRssMiB(p.pid), rssMiB: rssMiB(p.pid) };
+    const c = costBetween(start[i], end[i]);
+    return {
+      name: p.name,
+      pid: p.pid,
+      cpuSeconds: c.cpuSeconds,
+      cpuUsPerOp: (c.cpuSeconds / result.ops) * 1e6,
+      wakeupsPerOp: c.woken / result.ops,
+      preemptionsPerOp: c.preempted / result.ops,
+      peakRssMiB: peakRssMiB(p.pid),
+      rssMiB: rssMiB(p.pid),
+    };
   });
   const serverCpu = servers.reduce((n, s) => n + s.cpuSeconds, 0);
   const p: Phase = {

@@ -1,5 +1,6 @@
 // Server cost read from the kernel, not from the servers themselves: CPU seconds (utime + stime of
-// /proc/<pid>/stat, all threads) and peak resident memory (VmHWM of /proc/<pid>/status). Linux only.
+// /proc/<pid>/stat, all threads), resident memory (VmRSS, VmHWM of /proc/<pid>/status) and context
+// switches per thread (/proc/<pid>/task/<tid>/status). Linux only.
 import { readFileSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
@@ -22,11 +23,16 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
-/** A number field of a /proc status file (`VmHWM:  1234 kB`, `voluntary_ctxt_switches: 56`), or NaN. */
+/** A number field of a /proc status text (`VmHWM:  1234 kB`, `voluntary_ctxt_switches: 56`), or NaN. */
+function fieldOf(status: string, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status);
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+/** fieldOf a /proc status file, or NaN if it cannot be read (the process is gone). */
 function statusField(file: string, field: string): number {
   try {
-    const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(file, 'utf8'));
-    return m ? Number(m[1]) : Number.NaN;
+    return fieldOf(readFileSync(file, 'utf8'), field);
   } catch {
     return Number.NaN;
   }
@@ -60,10 +66,7 @@ export function threadSwitches(pid: number): Map<string, Switches> {
     } catch {
       continue; // the thread ended meanwhile
     }
-    threads.set(tid, {
-      woken: Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
-      preempted: Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
-    });
+    threads.set(tid, { woken: fieldOf(status, 'voluntary_ctxt_switches') || 0, preempted: fieldOf(status, 'nonvoluntary_ctxt_switches') || 0 });
   }
   return threads;
 }
@@ -85,4 +88,17 @@ export function switchesBetween(before: Map<string, Switches>, after: Map<string
     preempted += a.preempted - (b?.preempted ?? 0);
   }
   return { woken, preempted };
+}
+
+/** What the bench reads of a server process at both ends of a measured window. */
+export interface CostReading {
+  cpuSeconds: number;
+  threads: Map<string, Switches>;
+}
+
+export const readCost = (pid: number): CostReading => ({ cpuSeconds: cpuSeconds(pid), threads: threadSwitches(pid) });
+
+/** CPU seconds and context switches between two readings of one process. */
+export function costBetween(before: CostReading, after: CostReading): { cpuSeconds: number } & Switches {
+  return { cpuSeconds: after.cpuSeconds - before.cpuSeconds, ...switchesBetween(before.threads, after.threads) };
 }
