@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { switchesBetween, threadSwitches } from './procstat.js';
+import { median } from './report.js';
 
 const MESSAGE = Buffer.alloc(100, 'x');
 
@@ -57,12 +58,6 @@ async function echo(socket: Socket, child: ChildProcess, seconds: number, gapMs:
   const woke = switchesBetween(sw0, threadSwitches(pid)).woken;
   return { roundTrips: n, childCpuUs: ((await childCpuUs(child)) - cpu0) / n, childWakeups: woke / n };
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
