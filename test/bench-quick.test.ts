@@ -13,6 +13,12 @@ const WAKEUP = fileURLToPath(new URL('../dist/bench/wakeup-cost.js', import.meta
 const out = mkdtempSync(join(tmpdir(), 'kvbench-test-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
+/** Runs a compiled bench script to its end (killed after `timeoutMs`): exit code and output. */
+const runScript = (file: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+  new Promise((resolve) => {
+    const child = execFile(process.execPath, [file, ...args], { timeout: timeoutMs }, (_err, so, se) => resolve({ code: child.exitCode, stdout: so, stderr: se }));
+  });
+
 describe('npm run bench: usage errors', () => {
   it('refuses a bad flag value in one line naming the flag, before starting anything', async () => {
     for (const [flag, value, says] of [
@@ -21,18 +27,14 @@ describe('npm run bench: usage errors', () => {
       ['--value-size', '5000', /at most 2048/],
       ['--idle', 'soon', /expected a non-negative number/],
     ] as const) {
-      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const child = execFile(process.execPath, [BENCH, flag, value, '--out', out], { timeout: 20_000 }, (_err, _so, se) => resolve({ code: child.exitCode, stderr: se }));
-      });
+      const r = await runScript(BENCH, [flag, value, '--out', out], 20_000);
       expect(r.code, `${flag} ${value}`).toBe(1);
       expect(r.stderr, `${flag} ${value}`).toMatch(new RegExp(`option '${flag} <[^>]+>' argument '${value}' is invalid`));
       expect(r.stderr, `${flag} ${value}`).toMatch(says);
       expect(r.stderr, `${flag} ${value}`).not.toMatch(/ at .*main\.js/); // no stack trace
     }
     // --bare needs servers the bench starts itself.
-    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = execFile(process.execPath, [BENCH, '--bare', '--address', '127.0.0.1:1', '--out', out], { timeout: 20_000 }, (_err, _so, se) => resolve({ code: child.exitCode, stderr: se }));
-    });
+    const r = await runScript(BENCH, ['--bare', '--address', '127.0.0.1:1', '--out', out], 20_000);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^kv-bench: --bare compares with the servers the bench starts; it cannot be used with --address\n$/);
   });
@@ -109,10 +111,7 @@ describe('npm run bench -- --quick', () => {
 });
 
 describe('npm run bench:wakeup', () => {
-  const run = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-    new Promise((resolve) => {
-      const child = execFile(process.execPath, [WAKEUP, ...args], { timeout: 30_000 }, (_err, so, se) => resolve({ code: child.exitCode, stdout: so, stderr: se }));
-    });
+  const run = (args: string[]): ReturnType<typeof runScript> => runScript(WAKEUP, args, 30_000);
 
   it('prints, per idle gap, the child\'s CPU per round trip and one wake-up per round trip', async () => {
     const r = await run(['--seconds', '0.3', '--rounds', '1', '--gap-ms', '1,5']);
