@@ -1,9 +1,9 @@
 // The gateway's view of the workers: the versioned membership (shared/membership.ts), one link per
 // worker taking part in it, and routing that stays correct while keys move between workers.
 //
-// During a migration a key whose owner changes is read from its old owner first and its new owner
-// second (the mover copies before it drops, so the key is always in one of the two places that order
-// visits), and written only to its new owner. A delete leaves a tombstone on the new owner so the
+// During a migration every operation on a key whose owner changes visits its old owner first (a read)
+// and its new owner second (the mover copies before it drops, so the key is always in one of the two
+// places that order visits), and writes go only to the new owner. A delete leaves a tombstone on the new owner so the
 // mover's older copy can never resurrect it, and the mover's copy never overwrites a newer write.
 // Every request carries the gateway's epoch; a worker on another epoch refuses it, and the gateway
 // refreshes its membership and retries.
@@ -366,11 +366,15 @@ export class Cluster {
   }
 
   private async moving(type: OpTypeValue, key: string, value: string, owner: string, previous: string): Promise<Routed> {
-    if (type === OpType.DELETE) return { r: await this.link(owner).call(type, key, value), worker: owner };
-    // Old owner first: if the mover moves the key in between, the new owner already has it.
+    // Old owner first, for a Delete too: the old owner then refuses this epoch unless it has installed
+    // it, and once it has, it refuses writes from gateways still on the older epoch. A Delete sent
+    // straight to the new owner would leave the old owner accepting a stale gateway's Put after it,
+    // which the mover (seeing the tombstone) would then drop: an acknowledged write lost. It also
+    // means that if the mover moves the key in between, the new owner already has it.
     const before = await this.link(previous).call(OpType.GET, key, '');
     if (before.code !== grpc.status.OK && before.code !== grpc.status.NOT_FOUND) return { r: before, worker: previous };
     const r = await this.link(owner).call(type, key, value);
+    if (type === OpType.DELETE) return { r, worker: owner };
     if (type === OpType.GET) {
       if (r.code === grpc.status.NOT_FOUND && !r.tombstone) return { r: before, worker: previous };
       return { r, worker: owner };
