@@ -9,6 +9,7 @@ import {
   FAILED_FILE,
   MANIFEST_FILE,
   MANIFEST_FORMAT,
+  STILL_RUNNING_MARGIN_MS,
   listSets,
   newBackupId,
   partFile,
@@ -121,14 +122,21 @@ export class BackupCoordinator {
     const started = Date.now();
     this.log.info({ backupId: id, dir }, 'backup started');
     const seconds = (): number => (Date.now() - started) / 1000;
-    if (this.cluster.state.previous) {
+    // Another gateway may have started a migration this one has not heard of yet: ask the workers.
+    // (They also refuse a snapshot unless they are at this epoch with nothing moving, before and after
+    // taking it, which covers a migration that starts while the snapshots run.)
+    await this.cluster.refresh();
+    const state = this.cluster.state;
+    if (state.previous) {
       // Keys are moving between workers: a set taken now could miss keys in flight. Not a failed set,
       // and nothing is left behind: the folder claimed for it is still empty.
       await rmdir(dir).catch(() => undefined);
       this.observer?.finished('refused', 0, 0);
-      return refusal(`backup ${id} not taken: workers are being added or removed (epoch ${this.cluster.epoch}); back up after the migration completes (kvctl cluster status)`);
+      return refusal(`backup ${id} not taken: workers are being added or removed (epoch ${state.epoch}); back up after the migration completes (kvctl cluster status)`);
     }
-    const { ok, failed } = await fanout(this.cluster.all(), (link) => snapshot(link.client, link.name, id, this.options.timeoutMs));
+    // The ring the manifest describes is the one the snapshots were asked of.
+    const ring = this.cluster.ring.describe();
+    const { ok, failed } = await fanout(this.cluster.all(), (link) => snapshot(link.client, link.name, id, state.epoch, this.options.timeoutMs));
     if (failed.length > 0) {
       const record: FailureRecord = {
         format: MANIFEST_FORMAT,
@@ -145,7 +153,7 @@ export class BackupCoordinator {
       } catch (err) {
         this.log.warn({ err, backupId: id }, 'could not write the failure record');
       }
-      const message = `backup ${id} failed: ${failed.length} of ${this.cluster.members.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
+      const message = `backup ${id} failed: ${failed.length} of ${ok.size + failed.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
       this.log.error({ backupId: id, failed }, 'backup failed');
       this.observer?.finished('failure', seconds(), 0);
       return { success: false, id, dir, keys: 0, bytes: 0, failedWorkers: failed.map((f) => f.worker), message };
@@ -160,13 +168,21 @@ export class BackupCoordinator {
       finished_at: new Date().toISOString(),
       duration_seconds: seconds(),
       complete: true,
-      ring: this.cluster.ring.describe(),
+      epoch: state.epoch,
+      ring,
       workers,
       total_keys: workers.reduce((n, w) => n + w.keys, 0),
       total_bytes: workers.reduce((n, w) => n + w.bytes, 0),
     };
-    ensureDir(dir, 'backup set folder');
-    await writeJsonAtomically(join(dir, MANIFEST_FILE), manifest);
+    try {
+      // Not made again if missing: a folder removed while the backup ran may have taken parts with it.
+      await writeJsonAtomically(join(dir, MANIFEST_FILE), manifest);
+    } catch (err) {
+      this.log.error({ err, backupId: id }, 'cannot write the backup manifest');
+      this.observer?.finished('failure', seconds(), 0);
+      const message = `backup ${id} failed: every worker wrote its part, but the manifest could not be written in ${dir}: ${(err as Error).message}; the set is incomplete`;
+      return { success: false, id, dir, keys: 0, bytes: 0, failedWorkers: [], message };
+    }
     this.log.info({ backupId: id, keys: manifest.total_keys, bytes: manifest.total_bytes, seconds: manifest.duration_seconds }, 'backup complete');
     this.observer?.finished('success', manifest.duration_seconds, manifest.total_bytes);
     const retention = await this.applyRetention().catch((err: unknown) => {
@@ -192,7 +208,9 @@ export class BackupCoordinator {
    */
   private async applyRetention(): Promise<string> {
     const sets = listSets(this.options.backupDir);
-    const doomed = setsToPrune(sets, this.options.keep);
+    // A set younger than this may still be written by another gateway (see setsToPrune).
+    const runningForMs = this.options.timeoutMs + STILL_RUNNING_MARGIN_MS;
+    const doomed = setsToPrune(sets, this.options.keep, runningForMs);
     for (const s of doomed) await rm(s.dir, { recursive: true, force: true });
     if (doomed.length > 0) {
       this.log.info({ pruned: doomed.map((s) => `${s.id} (${s.state})`), keep: this.options.keep }, 'old backup sets deleted');
@@ -203,7 +221,7 @@ export class BackupCoordinator {
     // files may belong to a set another gateway replica recorded as complete.
     if (complete.length < this.options.keep) return '';
     const before = complete.slice(-this.options.keep)[0];
-    const { failed } = await fanout(this.cluster.all(), (link) => prune(link.client, link.name, before, 60_000));
+    const { failed } = await fanout(this.cluster.all(), (link) => prune(link.client, link.name, before, runningForMs, 60_000));
     if (failed.length > 0) {
       this.log.warn({ failed }, 'some workers could not prune old backup files');
       return `; old backup files not pruned on ${describeFailures(failed)}`;

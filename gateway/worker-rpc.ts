@@ -36,12 +36,16 @@ export const setMembership = (
   timeoutMs: number,
 ): Promise<MembershipReply> => unary(c, worker, 'SetMembership', req, timeoutMs);
 
-export const snapshot = (c: grpc.Client, worker: string, backupId: string, timeoutMs: number): Promise<SnapshotReply> =>
-  unary<{ backup_id: string }, SnapshotReply>(c, worker, 'Snapshot', { backup_id: backupId }, timeoutMs);
+/** The worker's part of backup `backupId`, refused unless the worker is at `epoch` with no migration running. */
+export const snapshot = (c: grpc.Client, worker: string, backupId: string, epoch: number, timeoutMs: number): Promise<SnapshotReply> =>
+  unary<{ backup_id: string; epoch: number }, SnapshotReply>(c, worker, 'Snapshot', { backup_id: backupId, epoch }, timeoutMs);
 
-/** Retention: the worker deletes its own snapshot files of every backup set older than `before`. */
-export const prune = (c: grpc.Client, worker: string, before: string, timeoutMs: number): Promise<string[]> =>
-  unary<{ before: string }, { pruned: string[] }>(c, worker, 'Prune', { before }, timeoutMs).then((r) => r.pruned ?? []);
+/**
+ * Retention: the worker deletes its own snapshot files of every backup set older than `before`,
+ * except sets younger than `minAgeMs` (they may still be being written).
+ */
+export const prune = (c: grpc.Client, worker: string, before: string, minAgeMs: number, timeoutMs: number): Promise<string[]> =>
+  unary<{ before: string; min_age_ms: number }, { pruned: string[] }>(c, worker, 'Prune', { before, min_age_ms: minAgeMs }, timeoutMs).then((r) => r.pruned ?? []);
 
 /** Streams a worker's keys (and, if asked, values and tombstones), chunk by chunk. */
 export function scan(

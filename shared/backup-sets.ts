@@ -24,6 +24,25 @@ export function newBackupId(now = new Date()): string {
   return now.toISOString().replace(/[-:]/g, '').replace('.', '');
 }
 
+/** When a set was started (ms since the epoch): its id is the gateway's UTC clock then. NaN if not an id. */
+export function backupIdTime(id: string): number {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/.exec(id);
+  return m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6], +m[7]) : Number.NaN;
+}
+
+/**
+ * Added to a gateway's backup timeout to say how long a set may still be being written: another
+ * gateway may start a backup a moment before this one (an older id) and finish after it, and clocks
+ * of different machines differ a little.
+ */
+export const STILL_RUNNING_MARGIN_MS = 60_000;
+
+/** True if a set started less than `windowMs` ago (or in the future), so its backup may still run. */
+export function mayStillRun(id: string, windowMs: number, now = Date.now()): boolean {
+  const t = backupIdTime(id);
+  return Number.isNaN(t) || now - t < windowMs;
+}
+
 export interface RingDescription {
   members: string[];
   algorithm: string;
@@ -48,6 +67,8 @@ export interface Manifest {
   finished_at: string;
   duration_seconds: number;
   complete: true;
+  /** Membership epoch of the ring below (absent in sets from before it was recorded). */
+  epoch?: number;
   ring: RingDescription;
   workers: WorkerPart[];
   total_keys: number;
@@ -166,14 +187,21 @@ export function listSets(backupDir: string): SetInfo[] {
  * - Only ever called after a new complete set exists, and `keep` is at least 1, so the newest good
  *   set is never deleted.
  * - Complete sets older than the newest `keep` go.
- * - A failed or incomplete set older than the newest complete set is superseded and goes; one newer
- *   than it stays (it may still be being written, e.g. by another gateway, or be worth a look).
+ * - A failed set older than the newest complete set is superseded and goes.
+ * - So does an incomplete one, but only once it is older than `runningForMs`: until then it may still
+ *   be being written by another gateway, whose backup started first (an older id) and finishes later.
+ * - A failed or incomplete set newer than the newest complete set stays (running, or worth a look).
  */
-export function setsToPrune(sets: SetInfo[], keep: number): SetInfo[] {
+export function setsToPrune(sets: SetInfo[], keep: number, runningForMs = 0, now = Date.now()): SetInfo[] {
   const n = Math.max(1, Math.floor(keep));
   const complete = sets.filter((s) => s.state === 'complete').sort((a, b) => (a.id < b.id ? -1 : 1));
   if (complete.length === 0) return [];
   const kept = new Set(complete.slice(-n).map((s) => s.id));
   const newestComplete = complete[complete.length - 1].id;
-  return sets.filter((s) => !kept.has(s.id) && (s.state === 'complete' || s.id < newestComplete));
+  return sets.filter((s) => {
+    if (kept.has(s.id)) return false;
+    if (s.state === 'complete') return true;
+    if (s.id >= newestComplete) return false;
+    return s.state === 'failed' || !mayStillRun(s.id, runningForMs, now);
+  });
 }

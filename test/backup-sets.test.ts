@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { listSets, newBackupId, readManifest, setsToPrune, type SetInfo } from '../shared/backup-sets.js';
+import { backupIdTime, listSets, newBackupId, readManifest, setsToPrune, type SetInfo } from '../shared/backup-sets.js';
 
 const set = (id: string, state: SetInfo['state']): SetInfo => ({ id, dir: `/b/${id}`, state });
 const ids = (s: SetInfo[]): string[] => s.map((x) => x.id);
@@ -33,6 +33,23 @@ describe('retention', () => {
       set('20260105T000000000Z', 'incomplete'),
     ];
     expect(ids(setsToPrune(sets, 5))).toEqual(['20260101T000000000Z', '20260103T000000000Z']);
+  });
+
+  it('keeps an older incomplete set while its backup may still run (another gateway, an older id)', () => {
+    const now = Date.parse('2026-11-27T12:00:00.000Z');
+    const at = (msAgo: number): string => newBackupId(new Date(now - msAgo));
+    const window = 11 * 60_000;
+    const sets = [
+      set(at(20 * 60_000), 'incomplete'), // abandoned long ago: goes
+      set(at(30_000), 'failed'), // finished, failed: goes
+      set(at(20_000), 'incomplete'), // started 20 s ago and not done yet: stays
+      set(at(10_000), 'complete'),
+    ];
+    expect(ids(setsToPrune(sets, 1, window, now))).toEqual([at(20 * 60_000), at(30_000)]);
+    // Without a window (or once it has passed) the superseded incomplete set goes too.
+    expect(ids(setsToPrune(sets, 1, 0, now))).toEqual([at(20 * 60_000), at(30_000), at(20_000)]);
+    expect(backupIdTime(at(20_000))).toBe(now - 20_000);
+    expect(backupIdTime('not-an-id')).toBeNaN();
   });
 });
 

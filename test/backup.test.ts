@@ -2,14 +2,14 @@
 // writes, two concurrent Backup calls (same gateway, and two gateways), retention, metrics, and a worker
 // that is down. The down-worker case runs last because it stops a worker.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifySet } from '../cli/restore.js';
 import type { BackupStatus } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
-import { listSets, type Manifest, type PartManifest } from '../shared/backup-sets.js';
+import { listSets, newBackupId, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { kvClient, type KvClient } from './helpers/client.js';
 import { Proc, TestCluster, dist } from './helpers/processes.js';
 
@@ -124,10 +124,13 @@ describe('backup', () => {
   });
 
   it('keeps the newest KV_BACKUP_KEEP complete sets and clears superseded incomplete ones', async () => {
-    // An abandoned incomplete set from long ago, and one "from the future" (as if still being written).
+    // An abandoned incomplete set from long ago, one "from the future", and one started a moment ago
+    // (as if another gateway's backup, with an older id than the two below, were still being written:
+    // neither the gateway's retention nor worker-0's may delete it yet).
     const old = join(cluster.backupDir, '20000101T000000000Z');
     const future = join(cluster.backupDir, '29991231T235959999Z');
-    for (const d of [old, future]) {
+    const running = join(cluster.backupDir, newBackupId(new Date(Date.now() - 1000)));
+    for (const d of [old, future, running]) {
       mkdirSync(d, { recursive: true });
       writeFileSync(join(d, 'worker-0.sqlite.partial'), 'partial');
     }
@@ -139,8 +142,10 @@ describe('backup', () => {
     expect(complete).toEqual(results.map((r) => r.backup_id));
     expect(existsSync(old)).toBe(false);
     expect(existsSync(future)).toBe(true);
-    // Nothing but the kept sets (and the future one) is left: no stray worker files of pruned sets.
-    expect(readdirSync(cluster.backupDir).sort()).toEqual([...complete, '29991231T235959999Z'].sort());
+    expect(existsSync(join(running, 'worker-0.sqlite.partial'))).toBe(true);
+    // Nothing but the kept sets (and the future and running ones) is left: no stray worker files of pruned sets.
+    expect(readdirSync(cluster.backupDir).sort()).toEqual([...complete, '29991231T235959999Z', basename(running)].sort());
+    rmSync(running, { recursive: true });
   });
 
   it('reports backups in the workers\' and gateway\'s metrics', async () => {

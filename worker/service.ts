@@ -2,7 +2,7 @@
 import type { Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Counter } from 'prom-client';
-import { toServiceError } from '../shared/errors.js';
+import { KvError, toServiceError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { KeyChunk, MembershipReply, Op, OpBatch, OpResult, ResultBatch, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';
 import { serveExchangeSocket, type ExchangeConnection } from './exchange-socket.js';
@@ -40,10 +40,10 @@ export class WorkerService {
     return {
       Exchange: (call: ExchangeCall) => this.exchange(call),
       ScanKeys: (call: grpc.ServerWritableStream<ScanRequest, KeyChunk>) => void this.scanKeys(call),
-      Snapshot: (call: grpc.ServerUnaryCall<{ backup_id: string }, SnapshotReply>, cb: grpc.sendUnaryData<SnapshotReply>) =>
-        void this.snapshot(call.request.backup_id, cb),
-      Prune: (call: grpc.ServerUnaryCall<{ before: string }, { pruned: string[] }>, cb: grpc.sendUnaryData<{ pruned: string[] }>) =>
-        void this.snapshots.prune(call.request.before).then(
+      Snapshot: (call: grpc.ServerUnaryCall<{ backup_id: string; epoch: number }, SnapshotReply>, cb: grpc.sendUnaryData<SnapshotReply>) =>
+        void this.snapshot(call.request.backup_id, call.request.epoch ?? 0, cb),
+      Prune: (call: grpc.ServerUnaryCall<{ before: string; min_age_ms: number }, { pruned: string[] }>, cb: grpc.sendUnaryData<{ pruned: string[] }>) =>
+        void this.snapshots.prune(call.request.before, call.request.min_age_ms ?? 0).then(
           (pruned) => {
             if (pruned.length > 0) this.log.info({ pruned }, 'old snapshots deleted');
             cb(null, { pruned });
@@ -213,12 +213,31 @@ export class WorkerService {
     }
   }
 
-  private async snapshot(backupId: string, cb: grpc.sendUnaryData<SnapshotReply>): Promise<void> {
+  /**
+   * Why a snapshot for a backup of `epoch` may not be taken or kept now, if it may not. A set must be
+   * of one ring with no keys in flight: during a migration an old owner has dropped keys the new owner
+   * holds, and a new owner may not be in the set at all. Epochs only grow, so the same stable epoch
+   * before and after the snapshot means none began in between. 0 comes from older gateways: unchecked.
+   */
+  private snapshotRefusal(epoch: number): string | undefined {
+    if (epoch === 0) return undefined;
+    const m = this.membership;
+    if (m.epoch !== epoch) return `worker ${this.name} is at membership epoch ${m.epoch}, not the backup's ${epoch}; the membership changed, back up again`;
+    if (m.state?.previous) return `worker ${this.name}: keys are moving between workers (epoch ${epoch}); back up after the migration completes`;
+    return undefined;
+  }
+
+  private async snapshot(backupId: string, epoch: number, cb: grpc.sendUnaryData<SnapshotReply>): Promise<void> {
     const m = this.metrics;
     const started = Date.now();
     let outcome = 'failure';
     try {
+      const before = this.snapshotRefusal(epoch);
+      if (before) throw new KvError(grpc.status.FAILED_PRECONDITION, before);
       const r = await this.snapshots.take(backupId);
+      const after = this.snapshotRefusal(epoch);
+      // The files stay; without the gateway's manifest they are an incomplete set, pruned later.
+      if (after) throw new KvError(grpc.status.FAILED_PRECONDITION, `${after} (it changed while the snapshot was taken)`);
       outcome = 'success';
       m.backupSuccess.set(1);
       m.backupBytes.set(r.bytes);

@@ -6,7 +6,7 @@ import { readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { Piscina } from 'piscina';
-import { BACKUP_ID, partFile, partManifestFile } from '../shared/backup-sets.js';
+import { BACKUP_ID, mayStillRun, partFile, partManifestFile } from '../shared/backup-sets.js';
 import { ensureDir } from '../shared/data-dir.js';
 import { KvError } from '../shared/errors.js';
 import type { SnapshotResult, SnapshotTask } from './snapshot-task.js';
@@ -18,6 +18,8 @@ export class Snapshotter {
   private readonly pool: Piscina<SnapshotTask, SnapshotResult>;
   private running: string | undefined;
   private waiting = 0;
+  /** Ids running or waiting here: retention never touches their files. */
+  private readonly pending = new Set<string>();
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -41,18 +43,22 @@ export class Snapshotter {
     if (!BACKUP_ID.test(backupId)) {
       throw new KvError(status.INVALID_ARGUMENT, `backup id must match ${BACKUP_ID.source} (a UTC timestamp), got ${JSON.stringify(backupId)}`);
     }
-    if (this.running === backupId) {
-      throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} is already taking a snapshot for backup ${backupId}`);
+    if (this.pending.has(backupId)) {
+      throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} is already taking (or waiting to take) a snapshot for backup ${backupId}`);
     }
     if (this.waiting >= MAX_WAITING) {
       throw new KvError(status.RESOURCE_EXHAUSTED, `worker ${this.worker}: ${this.waiting} snapshots are already waiting behind ${this.running ?? 'another'}; try later`);
     }
     this.waiting++;
+    this.pending.add(backupId);
     const prev = this.tail;
-    const mine = prev.catch(() => undefined).then(() => {
-      this.waiting--;
-      return this.run(backupId);
-    });
+    const mine = prev
+      .catch(() => undefined)
+      .then(() => {
+        this.waiting--;
+        return this.run(backupId);
+      })
+      .finally(() => this.pending.delete(backupId));
     this.tail = mine.catch(() => undefined);
     return mine;
   }
@@ -80,9 +86,11 @@ export class Snapshotter {
   /**
    * Retention on this worker's own volume: deletes this worker's files of every set older than
    * `before` (the oldest set the gateway keeps). Only this worker's files: in the embedded setup the
-   * folder is shared with the other workers and the gateway's manifest. Returns the ids touched.
+   * folder is shared with the other workers and the gateway's manifest. A set that is running or
+   * waiting here, or younger than `minAgeMs`, is left alone: another gateway's backup may have an
+   * older id than the set that triggered this prune and still be under way. Returns the ids touched.
    */
-  async prune(before: string): Promise<string[]> {
+  async prune(before: string, minAgeMs = 0): Promise<string[]> {
     if (!BACKUP_ID.test(before)) throw new KvError(status.INVALID_ARGUMENT, `prune: "before" must be a backup id, got ${JSON.stringify(before)}`);
     let names: string[];
     try {
@@ -92,7 +100,9 @@ export class Snapshotter {
       throw err;
     }
     const pruned: string[] = [];
-    for (const id of names.filter((n) => BACKUP_ID.test(n) && n < before && n !== this.running).sort()) {
+    const now = Date.now();
+    const doomed = names.filter((n) => BACKUP_ID.test(n) && n < before && !this.pending.has(n) && !mayStillRun(n, minAgeMs, now));
+    for (const id of doomed.sort()) {
       const dir = join(this.backupDir, id);
       const mine = [partFile(this.worker), `${partFile(this.worker)}.partial`, partManifestFile(this.worker), `${partManifestFile(this.worker)}.partial`];
       let touched = false;
