@@ -49,8 +49,11 @@ export class WorkerMembership {
     if (current && sameState(current, next)) return this.reply(true);
     const ok = propagate ? next.epoch > this.epoch : expectedEpoch === this.epoch && next.epoch > this.epoch;
     if (!ok) return this.reply(false);
-    // Tombstones only matter while keys move; a stable state clears them in the same transaction.
-    this.store.setMeta(META_KEY, encodeState(next), next.previous ? undefined : () => this.store.clearTombstones());
+    // A tombstone belongs to the one migration it was written in, and every new epoch ends that
+    // migration (epochs go stable -> migrating -> stable). So every install clears them, in the same
+    // transaction: also when this worker missed the stable epoch in between and jumps from one
+    // migration straight to the next, where an old tombstone would make the mover skip a live key.
+    this.store.setMeta(META_KEY, encodeState(next), () => this.store.clearTombstones());
     this.placement = new Placement(next);
     this.onChange(next);
     return this.reply(true);

@@ -1,0 +1,69 @@
+// Tombstones belong to one migration. A worker that misses the stable epoch ending a migration (it
+// was unreachable when it was pushed) and next installs a later migration must not carry the old
+// tombstones into it: the mover's COPY never passes a tombstone, so a stale one would make it skip a
+// live key, which the old owner then drops. A real worker process, driven through its internal API.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setMembership } from '../gateway/worker-rpc.js';
+import { encodeState, type MembershipState } from '../shared/membership.js';
+import { OpType, workerApi, type OpBatch, type OpResult, type OpTypeValue, type ResultBatch } from '../shared/proto.js';
+import { Ring } from '../shared/ring.js';
+import { Proc, dist } from './helpers/processes.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kvstore-tomb-'));
+let worker: Proc;
+let client: grpc.Client;
+
+beforeAll(async () => {
+  worker = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
+  const l = await worker.start();
+  client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
+});
+
+afterAll(async () => {
+  client?.close();
+  await worker?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** One op through the gRPC form of the exchange, at `epoch`. */
+function op(epoch: number, type: OpTypeValue, key: string, value = ''): Promise<OpResult> {
+  return new Promise((resolve, reject) => {
+    const call = (client as unknown as { Exchange(o: grpc.CallOptions): grpc.ClientDuplexStream<OpBatch, ResultBatch> }).Exchange({ deadline: Date.now() + 10_000 });
+    call.on('data', (b: ResultBatch) => {
+      resolve(b.results[0]);
+      call.end();
+    });
+    call.on('error', reject);
+    call.write({ epoch, ops: [{ id: 1, type, key, value }] });
+  });
+}
+
+const install = (state: MembershipState) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
+
+describe('tombstones across migrations', () => {
+  it('a worker that missed the stable epoch starts the next migration without the old tombstones', async () => {
+    const m = (name: string) => ({ name, address: `127.0.0.1:${1 + Number(name.slice(-1))}` });
+    // A key that moves from worker-2 to worker-0 at epoch 2 (worker-0 added to [worker-2]) and from
+    // worker-1 to worker-0 at epoch 4 ([worker-0, worker-1] down to [worker-0]).
+    const first = new Ring(['worker-0', 'worker-2']);
+    const second = new Ring(['worker-0', 'worker-1']);
+    let key = '';
+    for (let i = 0; !key; i++) if (first.owner(`tomb/${i}`) === 'worker-0' && second.owner(`tomb/${i}`) === 'worker-1') key = `tomb/${i}`;
+    expect((await install({ epoch: 2, members: [m('worker-0'), m('worker-2')], previous: [m('worker-2')] })).applied).toBe(true);
+    // A client deletes the moving key during that migration: a tombstone on its new owner.
+    expect((await op(2, OpType.DELETE, key)).code).toBe(grpc.status.OK);
+    // The tombstone works within its migration: the mover's older copy is skipped (found: a record is there).
+    expect((await op(2, OpType.COPY, key, 'old copy')).found).toBe(true);
+
+    // Epoch 3 (stable [worker-0, worker-2]) never reaches this worker. Later the key lives on worker-1
+    // (written after the delete), and epoch 4 moves it from there back to worker-0.
+    expect((await install({ epoch: 4, members: [m('worker-0')], previous: [m('worker-0'), m('worker-1')] })).applied).toBe(true);
+    const copied = await op(4, OpType.COPY, key, 'written later');
+    expect(copied).toMatchObject({ code: grpc.status.OK, found: false });
+    expect((await op(4, OpType.GET, key)).value).toBe('written later');
+  });
+});
