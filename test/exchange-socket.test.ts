@@ -3,11 +3,14 @@
 // arrive a few at a time; a peer that sends a malformed frame or speaks neither protocol is
 // disconnected while everyone else is served; and a peer that sends batches but never reads the
 // answers cannot make the worker buffer them: it stops reading, so its memory stays flat while the
-// sender's own write buffer grows instead.
+// sender's own write buffer grows instead. A worker stopped with SIGTERM while such a peer is not
+// reading still delivers the answer to every batch it applied, once the peer reads within the
+// shutdown grace: what it stored and what it answered are the same.
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerLink } from '../gateway/worker-link.js';
 import { FrameKind, FrameReader, MAGIC, decodeResults, encodeOps } from '../shared/exchange-codec.js';
@@ -152,4 +155,77 @@ describe('worker port: gRPC and the exchange side by side', () => {
     expect((await link.call(OpType.GET, 'both/1', '')).value).toBe('v');
     s.destroy();
   });
+});
+
+describe('worker SIGTERM with answers the gateway has not read yet', () => {
+  it('delivers the answer to every batch it applied before exiting, and applies none it does not answer', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'kvstore-drain-flush-'));
+    const w = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', own, '--shutdown-grace-ms', '10000']);
+    try {
+      const { port: p } = await w.start();
+      const s = connect(p, '127.0.0.1');
+      s.on('error', () => {});
+      await new Promise((r) => s.once('connect', r));
+      const closed = new Promise<void>((r) => s.once('close', () => r()));
+      const answered = new Map<number, number>();
+      const reader = new FrameReader((kind, buf, start, end) => {
+        if (kind === FrameKind.RESULTS) for (const r of decodeResults(buf, start, end).results) answered.set(r.id, r.code);
+      });
+      s.on('data', (c: Buffer) => reader.push(c));
+      const N = 3000;
+      const value = 'v'.repeat(2048);
+      s.write(MAGIC);
+      s.write(encodeOps(0, Array.from({ length: N }, (_, i) => ({ id: i + 1, type: OpType.PUT, key: `fill/${i}`, value }))));
+      await waitFor('the fill answered', async () => answered.size === N, 10_000);
+      answered.clear();
+      // The gateway stops reading for a moment: ~6 MiB of answers to the reads fill the socket, the
+      // worker stops reading, and the puts behind them may or may not be applied before the signal.
+      s.pause();
+      const GETS = 10_000;
+      const BATCHES = 20;
+      const PER_BATCH = 50;
+      const putId = (b: number, i: number): number => 100_000 + b * PER_BATCH + i;
+      s.write(
+        Buffer.concat([
+          encodeOps(0, Array.from({ length: N }, (_, i) => ({ id: GETS + i, type: OpType.GET, key: `fill/${i}`, value: '' }))),
+          ...Array.from({ length: BATCHES }, (_, b) =>
+            encodeOps(0, Array.from({ length: PER_BATCH }, (_, i) => ({ id: putId(b, i), type: OpType.PUT, key: `late/${b}/${i}`, value: `stored ${b}/${i}` }))),
+          ),
+        ]),
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      const exit = w.exited();
+      w.kill('SIGTERM');
+      // The peer reads again well within the shutdown grace.
+      await new Promise((r) => setTimeout(r, 500));
+      s.resume();
+      const outcome = await Promise.race([exit, new Promise<string>((r) => setTimeout(() => r('still running after 15 s'), 15_000).unref())]);
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
+      s.destroy();
+      expect(outcome).toBe(0);
+
+      const db = new Database(join(own, 'worker-0.sqlite'), { readonly: true });
+      const stored = new Map(db.prepare<[], { key: string; value: string }>("SELECT key, value FROM kv WHERE key >= 'late/' AND key < 'late0'").all().map((r) => [r.key, r.value]));
+      db.close();
+      const gets = Array.from({ length: N }, (_, i) => answered.get(GETS + i));
+      let batchesAnswered = 0;
+      for (let b = 0; b < BATCHES; b++) {
+        const codes = Array.from({ length: PER_BATCH }, (_, i) => answered.get(putId(b, i)));
+        const inDb = Array.from({ length: PER_BATCH }, (_, i) => stored.get(`late/${b}/${i}`));
+        // Applied and answered, or neither: an unanswered put the gateway reports UNAVAILABLE must
+        // not be stored, and a stored one must have been answered.
+        if (codes[0] === undefined) expect({ batch: b, codes, inDb }).toEqual({ batch: b, codes: codes.map(() => undefined), inDb: inDb.map(() => undefined) });
+        else {
+          batchesAnswered++;
+          expect({ batch: b, codes, inDb }).toEqual({ batch: b, codes: codes.map(() => grpc.status.OK), inDb: inDb.map((_, i) => `stored ${b}/${i}`) });
+        }
+      }
+      console.log(`FIGURES worker-sigterm-unread-answers ${JSON.stringify({ readsAnswered: gets.filter((c) => c !== undefined).length, reads: N, putBatchesAnswered: batchesAnswered, putBatchesStored: new Set([...stored.keys()].map((k) => k.split('/')[1])).size, putBatches: BATCHES })}`);
+      // The reads were applied before the signal (their answers are what filled the socket).
+      expect(gets.filter((c) => c !== grpc.status.OK).length, 'reads applied but not answered').toBe(0);
+    } finally {
+      await w.stop('SIGKILL');
+      rmSync(own, { recursive: true, force: true });
+    }
+  }, 40_000);
 });

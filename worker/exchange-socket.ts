@@ -5,19 +5,29 @@
 // high-water mark), the worker stops reading new batches, so TCP holds the gateway back instead of
 // this process buffering answers without bound. A peer that is not speaking the protocol (bad frame,
 // oversized frame) is disconnected with one log line.
+//
+// Closing (a bad frame, or the worker's SIGTERM drain) stops applying batches and ends the connection
+// after the answers already written: a process that exited with them still in the write buffer (the
+// gateway not reading at that moment) lost the answers to batches it had applied, and the gateway
+// failed those requests UNAVAILABLE although they were stored. Frames that arrive meanwhile are read
+// and dropped unapplied (the gateway fails them UNAVAILABLE), so the peer's FIN is seen and unread
+// data does not turn the close into a reset that would discard the answers too.
 import type { Socket } from 'node:net';
 import { FrameError, FrameKind, FrameReader, decodeOps, encodeResults, encodeSignal } from '../shared/exchange-codec.js';
 import type { Logger } from '../shared/logger.js';
 import type { OpBatch, ResultBatch } from '../shared/proto.js';
 
 const PONG = encodeSignal(FrameKind.PONG);
-// After a bad frame the answers already written still go out (end, not destroy); a peer that never
-// reads them is cut off after this long.
+// After a bad frame, a peer that never reads the answers already written is cut off after this long.
 const CLOSE_GRACE_MS = 5_000;
 
 export interface ExchangeConnection {
-  /** Stops applying batches and closes the connection (the gateway fails what it still waits for). */
-  end(): void;
+  /**
+   * Stops applying batches and closes the connection once the answers already written are sent (the
+   * gateway fails what it still waits for). Resolves when it has closed: false if this side cut it off
+   * because the peer had not read its answers within graceMs, else true.
+   */
+  end(graceMs?: number): Promise<boolean>;
 }
 
 export function serveExchangeSocket(
@@ -30,10 +40,21 @@ export function serveExchangeSocket(
   let open = true;
   let blocked = false;
   const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-  const close = (): void => {
-    open = false;
-    socket.end();
-    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+  let cutOff = false;
+  const closed = new Promise<boolean>((resolve) => socket.once('close', () => resolve(!cutOff)));
+  const close = (graceMs = CLOSE_GRACE_MS): Promise<boolean> => {
+    if (open) {
+      open = false;
+      socket.end();
+      socket.resume();
+    }
+    const timer = setTimeout(() => {
+      cutOff = true;
+      socket.destroy();
+    }, graceMs);
+    timer.unref();
+    void closed.then(() => clearTimeout(timer));
+    return closed;
   };
   socket.setNoDelay(true);
   const reader = new FrameReader((kind, buf, start, end) => {
@@ -60,7 +81,7 @@ export function serveExchangeSocket(
       // and reconnects; answers to batches applied before this one are still delivered.
       if (err instanceof FrameError) log.warn({ peer, err: err.message }, 'exchange connection closed: malformed frame');
       else log.error({ peer, err }, 'exchange connection closed: applying a batch failed');
-      close();
+      void close();
     }
   };
   socket.on('data', receive);

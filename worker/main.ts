@@ -128,8 +128,10 @@ async function main(): Promise<void> {
     log.info({ signal }, 'worker draining');
     setAllHealth(health, services, 'NOT_SERVING');
     listener.stopAccepting();
-    service.drain();
+    const exchangesClosed = service.drain(opts.shutdownGraceMs);
     const how = await drainServer(server, opts.shutdownGraceMs);
+    // Exiting discards answers still in an exchange socket's write buffer, for batches already stored.
+    await exchangesClosed;
     await snapshots.close();
     store.close();
     await http.close();

@@ -256,12 +256,17 @@ export class WorkerService {
     }
   }
 
-  /** Ends every exchange so the gateways fail their pending calls and tryShutdown can finish. */
-  drain(): void {
+  /**
+   * Ends every exchange so the gateways fail their pending calls and tryShutdown can finish. Resolves
+   * when every exchange socket has closed, its answers sent, or been cut off after graceMs.
+   */
+  async drain(graceMs: number): Promise<void> {
     this.draining = true;
     for (const call of this.exchanges) call.end();
     this.exchanges.clear();
-    for (const conn of this.sockets) conn.end();
+    const closing = [...this.sockets].map((conn) => conn.end(graceMs));
     this.sockets.clear();
+    const cutOff = (await Promise.all(closing)).filter((flushed) => !flushed).length;
+    if (cutOff > 0) this.log.warn({ connections: cutOff, graceMs }, 'exchange connections cut off: their gateways did not read the answers within the shutdown grace');
   }
 }
