@@ -147,7 +147,9 @@ export class Cluster {
     for (const m of wanted) {
       const existing = this.links.get(m.name);
       if (existing && existing.address === m.address) continue;
-      void existing?.close(0);
+      // Like a removed member's link: what was already sent there may still be applied, so it gets
+      // its answer (or its deadline) rather than an immediate failure that could hide a stored write.
+      void existing?.close(this.options.link.timeoutMs);
       this.links.set(m.name, this.makeLink(m));
     }
     const keep = new Set(wanted.map((m) => m.name));
