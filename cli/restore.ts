@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { ensureDir } from '../shared/data-dir.js';
 import { Ring } from '../shared/ring.js';
-import { MANIFEST_FILE, partManifestFile, readManifest, type Manifest, type PartManifest } from '../shared/backup-sets.js';
+import { MANIFEST_FILE, partFile, partManifestFile, readManifest, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { OpType, type Op } from '../shared/proto.js';
 import { Store } from '../worker/store.js';
 
@@ -71,11 +71,20 @@ export function manifestFromParts(dir: string, members: string[]): Manifest {
   const problems: string[] = [];
   for (const m of ring.members) {
     const f = join(dir, partManifestFile(m));
+    let part: PartManifest;
     try {
-      parts.push(JSON.parse(readFileSync(f, 'utf8')) as PartManifest);
+      part = JSON.parse(readFileSync(f, 'utf8')) as PartManifest;
     } catch (err) {
       problems.push(`${f}: ${(err as Error).message}`);
+      continue;
     }
+    // A part copied from another worker (or edited) would restore that worker's keys twice and this
+    // one's never, and a file outside the folder must not be read at all.
+    if (part.worker !== m || part.file !== partFile(m)) {
+      problems.push(`${f} describes worker ${JSON.stringify(part.worker)} and file ${JSON.stringify(part.file)}, expected ${m} and ${partFile(m)}`);
+      continue;
+    }
+    parts.push(part);
   }
   const ids = new Set(parts.map((p) => p.id));
   if (ids.size > 1) problems.push(`part manifests name different backups: ${[...ids].join(', ')}`);

@@ -2,7 +2,7 @@
 // then restore into an empty data directory (same workers), into 5 workers and into 2, start each and
 // read every key back through the gateway. Restore refuses a running store and a tampered file.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -166,6 +166,13 @@ describe('restore', () => {
     const missing = kvctl(['verify', copy, '--from-parts', 'worker-0,worker-1,worker-2,worker-3']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('worker-3.json');
+    // A part manifest copied over another worker's would restore worker-2's keys twice and worker-1's never.
+    const own = readFileSync(join(copy, 'worker-1.json'));
+    cpSync(join(copy, 'worker-2.json'), join(copy, 'worker-1.json'));
+    const misplaced = kvctl(['verify', copy, '--from-parts', 'worker-0,worker-1,worker-2']);
+    expect(misplaced.code).toBe(1);
+    expect(misplaced.stderr).toMatch(/worker-1\.json describes worker "worker-2" and file "worker-2\.sqlite", expected worker-1 and worker-1\.sqlite/);
+    writeFileSync(join(copy, 'worker-1.json'), own);
     const dataDir = join(root, 'from-parts');
     const r = kvctl(['--json', 'restore', copy, '--data-dir', dataDir, '--from-parts', 'worker-0,worker-1,worker-2', '--workers', '2']);
     expect(r.code, r.stderr).toBe(0);
