@@ -10,7 +10,7 @@ import { startHttpEndpoints } from '../shared/http-server.js';
 import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
-import { adminApi, publicApi } from '../shared/proto.js';
+import { adminApi, healthDefinition, publicApi } from '../shared/proto.js';
 import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
 import { internalTlsOptions, publicServerTls, publicTlsOptions, workerChannelTls, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { BackupCoordinator } from './backup.js';
@@ -106,7 +106,9 @@ async function main(): Promise<void> {
     adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate, authorize: (md) => adminAuth.check(md) }),
   );
   const health = addHealth(server, [PUBLIC_SERVICE]);
-  new ReflectionService(api.definition).addToServer(server);
+  // Reflection describes only the definitions it is given: every service this server answers, so
+  // `grpcurl ... grpc.health.v1.Health/Check` and the admin RPCs work without proto files too.
+  new ReflectionService({ ...api.definition, ...adminApi().definition, ...healthDefinition() }).addToServer(server);
   const port = await bindServer(server, opts.host, opts.port, publicTls.credentials);
   // Serving (health, readiness) only once the membership is known; requests before that get UNAVAILABLE.
   setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');
