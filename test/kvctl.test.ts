@@ -1,5 +1,5 @@
 // kvctl against a real store: output and the exit code for each failure class.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kvClient } from './helpers/client.js';
 import { TestCluster, dist } from './helpers/processes.js';
@@ -59,6 +59,24 @@ describe('kvctl', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^backup \d{8}T\d{9}Z complete\n {2}location: .+\n {2}keys: +\d+\n {2}bytes: +[1-9]\d*\n$/);
     expect(r.stdout).toContain(cluster.backupDir);
+  });
+
+  it('exits 0 without a stack trace when the reader of its output goes away (kvctl list | head -1)', async () => {
+    const kv = kvClient(cluster.address);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => kv.put(`epipe/${i}`, 'v')));
+    kv.close();
+    for (const args of [['list'], ['get', 'epipe/0']]) {
+      // The reading end is closed before kvctl writes anything: every write fails with EPIPE.
+      const child = spawn(process.execPath, [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+      clearTimeout(timer);
+      expect(code, `${args.join(' ')}: ${stderr}`).toBe(0);
+      expect(stderr).toBe('');
+    }
   });
 
   it('--help lists the exit codes', () => {
