@@ -52,17 +52,23 @@ export const ENV = {
 export function intOption(flags: string, description: string, env: string, def?: number, range: { min?: number; max?: number } = {}): Option {
   // A <port> flag is checked against the port range here, so a typo is a usage error naming the flag
   // (or the env var), not a stack trace from listen() later.
-  const min = range.min ?? 0;
-  const max = range.max ?? (flags.includes('<port>') ? 65_535 : Number.MAX_SAFE_INTEGER);
-  const opt = new Option(flags, description).env(env).argParser((raw: string) => parseBoundedInt(raw, min, max));
+  const max = range.max ?? (flags.includes('<port>') ? 65_535 : undefined);
+  const opt = new Option(flags, description).env(env).argParser(intArg(range.min ?? 0, max));
   return def === undefined ? opt : opt.default(def);
 }
 
-function parseBoundedInt(raw: string, min: number, max: number): number {
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  if (n < min || n > max) throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected at least ${min}` : `expected ${min} to ${max}`);
-  return n;
+/**
+ * The parser of an integer flag value from `min` to `max`: a bad value is commander's usage error,
+ * which names the flag or env var (kvctl exits 2 for it, the servers 1), never a plain Error.
+ */
+export function intArg(min = 0, max = Number.MAX_SAFE_INTEGER): (raw: string) => number {
+  const expected =
+    max !== Number.MAX_SAFE_INTEGER ? `expected ${min} to ${max}` : min === 0 ? 'expected a non-negative integer' : min === 1 ? 'expected a positive integer' : `expected an integer of at least ${min}`;
+  return (raw: string) => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(expected);
+    return n;
+  };
 }
 
 export function logLevelOption(): Option {

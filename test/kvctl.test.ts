@@ -48,6 +48,25 @@ describe('kvctl', () => {
     expect(kvctl(['frobnicate']).code).toBe(2);
   });
 
+  it('exits 2 for a bad flag value, naming the flag or env var, before calling anything', () => {
+    for (const [args, env, says] of [
+      [['--timeout', 'abc', 'get', 'x'], {}, /option '-t, --timeout <ms>' argument 'abc' is invalid\. expected a positive integer/],
+      [['--timeout', '0', 'get', 'x'], {}, /argument '0' is invalid/],
+      [['get', 'x'], { KV_TIMEOUT_MS: 'soon' }, /value 'soon' from env 'KV_TIMEOUT_MS' is invalid/],
+      [['restore', 'x', '--workers', '0'], {}, /option '--workers <n>' argument '0' is invalid\. expected 1 to 1024/],
+      // Before: accepted, and --wait waited forever (a NaN deadline is never passed).
+      [['cluster', 'add', 'worker-5=127.0.0.1:1', '--wait', '--wait-timeout', 'abc'], {}, /option '--wait-timeout <ms>' argument 'abc' is invalid/],
+      [['cluster', 'remove', 'worker-5', '--wait', '--wait-timeout', '-1'], {}, /option '--wait-timeout <ms>' argument '-1' is invalid/],
+    ] as const) {
+      // The address answers nothing: a call would fail with 4, not 2.
+      const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 });
+      const what = `${args.join(' ')} ${JSON.stringify(env)}`;
+      expect(r.status, `${what}: ${r.stderr}`).toBe(2);
+      expect(r.stderr, what).toMatch(says);
+      expect(r.stderr, what).not.toMatch(/\n\s+at /);
+    }
+  });
+
   it('exits 4 when the store is unreachable', () => {
     const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', '--timeout', '2000', 'get', 'x'], { encoding: 'utf8', timeout: 20_000 });
     expect(r.status).toBe(4);
