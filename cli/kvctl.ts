@@ -7,7 +7,7 @@ import { adminMetadata } from '../shared/auth.js';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { listSets } from '../shared/backup-sets.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir, intArg, intOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intArg, intOption } from '../shared/settings.js';
 import { clientCredentials } from '../shared/tls.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { resolveSetDir, restore, verifySet } from './restore.js';
@@ -40,10 +40,10 @@ const program = new Command('kvctl')
   .description('Command-line client for kvstore')
   .addOption(new Option('-a, --address <host:port>', 'gateway address').env('KV_ADDRESS').default('127.0.0.1:50051'))
   .addOption(intOption('-t, --timeout <ms>', 'deadline for the call', 'KV_TIMEOUT_MS', 10_000, { min: 1 }))
-  .option('--json', 'print results as JSON', false)
-  // Client env names differ from the gateway's KV_TLS_* so a shell set up to run a gateway does not
-  // make kvctl present the gateway's server key as a client certificate.
-  .addOption(new Option('--tls', 'use TLS, trusting the system CAs (implied by --ca, --cert)').env('KV_CLIENT_TLS').default(false))
+  .option('--json', 'print results as JSON', false);
+// Client env names differ from the gateway's KV_TLS_* so a shell set up to run a gateway does not
+// make kvctl present the gateway's server key as a client certificate.
+addSwitch(program, new Option('--tls', 'use TLS, trusting the system CAs (implied by --ca, --cert)').env('KV_CLIENT_TLS'))
   .addOption(new Option('--ca <file>', 'PEM CA bundle to verify the gateway with (turns TLS on)').env('KV_CLIENT_CA'))
   .addOption(new Option('--cert <file>', 'PEM client certificate, for a gateway that requires one').env('KV_CLIENT_CERT'))
   .addOption(new Option('--key <file>', 'PEM private key of --cert').env('KV_CLIENT_KEY'))

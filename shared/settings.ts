@@ -1,6 +1,6 @@
 // Every setting's name, env var and default in one place, so the CLI, the manifests in k8s/ and the
 // README cannot drift apart (test/k8s checks the manifests against this table).
-import { InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 
 export const DEFAULTS = {
   gatewayPort: 50051,
@@ -69,6 +69,30 @@ export function intArg(min = 0, max = Number.MAX_SAFE_INTEGER): (raw: string) =>
     if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(expected);
     return n;
   };
+}
+
+const SWITCH_WORDS: Record<string, boolean> = { true: true, '1': true, yes: true, on: true, false: false, '0': false, no: false, off: false };
+
+/**
+ * Adds an on/off flag (`--tls`) whose env var says on or off. commander takes any value of a flag's
+ * env var as "on", so KV_DIRECT_API=false turned the direct API on; here the value is read as
+ * true/false, 1/0, yes/no or on/off, and anything else is a usage error naming the variable.
+ */
+export function addSwitch(cmd: Command, option: Option): Command {
+  if (!option.envVar || !option.isBoolean()) throw new Error(`${option.flags}: a switch is a flag without a value, with an env var`);
+  const env = option.envVar;
+  cmd.addOption(option.default(false));
+  // commander emits this only when the flag is not on the command line; its own handler, registered
+  // by addOption, has just set the value to true, and this one runs after it.
+  cmd.on(`optionEnv:${option.name()}`, () => {
+    const raw = process.env[env] ?? '';
+    const on = SWITCH_WORDS[raw.trim().toLowerCase()];
+    if (on === undefined) {
+      cmd.error(`error: option '${option.flags}' value '${raw}' from env '${env}' is invalid. expected true/false, 1/0, yes/no or on/off`, { code: 'commander.invalidArgument' });
+    }
+    cmd.setOptionValueWithSource(option.attributeName(), on, 'env');
+  });
+  return cmd;
 }
 
 export function logLevelOption(): Option {

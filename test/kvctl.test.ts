@@ -13,9 +13,10 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-function kvctl(args: string[], input?: string): { code: number | null; stdout: string; stderr: string } {
+function kvctl(args: string[], input?: string, env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', ...args], {
     input,
+    env: { ...process.env, ...env },
     encoding: 'utf8',
     timeout: 20_000,
   });
@@ -96,6 +97,18 @@ describe('kvctl', () => {
       expect(code, `${args.join(' ')}: ${stderr}`).toBe(0);
       expect(stderr).toBe('');
     }
+  });
+
+  it('KV_CLIENT_TLS=false and =0 keep TLS off; another value is a usage error', () => {
+    // The gateway here is plaintext: with TLS on, the call could not connect (exit 4).
+    for (const value of ['false', '0', 'no', 'off']) {
+      const r = kvctl(['get', 'missing-key'], undefined, { KV_CLIENT_TLS: value });
+      expect(r.code, `KV_CLIENT_TLS=${value}: ${r.stderr}`).toBe(3);
+    }
+    expect(kvctl(['get', 'missing-key'], undefined, { KV_CLIENT_TLS: 'true' }).code).toBe(4);
+    const bad = kvctl(['get', 'x'], undefined, { KV_CLIENT_TLS: 'sure' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/value 'sure' from env 'KV_CLIENT_TLS' is invalid/);
   });
 
   it('--help lists the exit codes', () => {
