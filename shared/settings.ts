@@ -49,6 +49,12 @@ export const ENV = {
   directApi: 'KV_DIRECT_API',
 } as const;
 
+/**
+ * Range of a duration in ms that ends up in a timer: Node fires a setTimeout above 2^31-1 ms at once,
+ * and a 0 deadline fails everything, so both are refused at start-up instead.
+ */
+export const TIMER_MS = { min: 1, max: 2_147_483_647 } as const;
+
 export function intOption(flags: string, description: string, env: string, def?: number, range: { min?: number; max?: number } = {}): Option {
   // A <port> flag is checked against the port range here, so a typo is a usage error naming the flag
   // (or the env var), not a stack trace from listen() later.

@@ -26,6 +26,13 @@ describe('server command lines', () => {
       ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected 0 to 65535/],
       ['cli/start.js', [], { KV_WORKERS: '0' }, /value '0' from env 'KV_WORKERS' is invalid\. expected 1 to 64/],
       ['cli/start.js', [], { KV_PORT: '99999' }, /value '99999' from env 'KV_PORT' is invalid/],
+      // Before: accepted, and the gateway never became ready (0 ms deadlines) or refused every call.
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--request-timeout-ms', '0'], {}, /option '--request-timeout-ms <ms>' argument '0' is invalid\. expected 1 to 2147483647/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_MAX_INFLIGHT: '0' }, /value '0' from env 'KV_MAX_INFLIGHT' is invalid\. expected a positive integer/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--fanout-timeout-ms', '0'], {}, /option '--fanout-timeout-ms <ms>' argument '0' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_BACKUP_TIMEOUT_MS: '99999999999' }, /value '99999999999' from env 'KV_BACKUP_TIMEOUT_MS' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--migration-rate', '0'], {}, /option '--migration-rate <keys\/s>' argument '0' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--backup-keep', '0'], {}, /option '--backup-keep <n>' argument '0' is invalid/],
     ] as const) {
       const r = spawnSync(process.execPath, [dist(script), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
       const what = `${script} ${args.join(' ')} ${JSON.stringify(env)}`;
@@ -33,6 +40,18 @@ describe('server command lines', () => {
       expect(r.stderr, what).toMatch(says);
       expect(r.stderr, what).not.toMatch(/\n\s+at /); // no stack trace
     }
+  });
+});
+
+describe('gateway members', () => {
+  it('a worker port out of range stops the gateway at start-up with exit 1, naming the worker', () => {
+    // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT).
+    const r = spawnSync(process.execPath, [dist('gateway/main.js'), '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', 'w-0=127.0.0.1:99999'], {
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(r.status, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/gateway failed to start: worker w-0: port 99999 in .* is not 1 to 65535/);
   });
 });
 

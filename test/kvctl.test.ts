@@ -132,6 +132,8 @@ describe('kvctl cluster', () => {
     expect(s.phase).toBe('stable');
     expect(s.members.map((m) => m.name)).toEqual(['worker-0', 'worker-1', 'worker-9']);
     expect(kvctl(['cluster', 'add', `worker-0=127.0.0.1:1`]).stderr).toMatch(/ALREADY_EXISTS: worker worker-0 is already a member/);
+    // A bad address is the caller's mistake (exit 2), not an internal error.
+    expect(kvctl(['cluster', 'add', 'worker-8=127.0.0.1:99999'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/INVALID_ARGUMENT: worker worker-8: port 99999/) });
     const removed = kvctl(['--timeout', '60000', 'cluster', 'remove', 'worker-9', '--wait', '--wait-timeout', '60000']);
     expect(removed.code, removed.stderr).toBe(0);
     expect(kvctl(['cluster', 'status']).stdout).not.toContain('worker-9');

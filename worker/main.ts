@@ -12,7 +12,7 @@ import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { publicApi, workerApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, TIMER_MS, addSwitch, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
 import { internalTlsOptions, workerServerTls, type InternalTlsSettings } from '../shared/tls.js';
 import { directApi } from './direct-api.js';
 import { listenWorker } from './listener.js';
@@ -36,7 +36,7 @@ const program = new Command('kv-worker')
   .addOption(new Option('--backup-dir <dir>', 'folder for snapshots (default: <data-dir>/backups)').env(ENV.backupDir))
   .addOption(new Option('--sync <mode>', 'durability: normal = survives process crash (WAL, fsync at checkpoint); full = fsync every commit (group commit per batch)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(intOption('--max-db-pages <pages>', 'cap on database pages (PRAGMA max_page_count); 0 = unlimited', 'KV_MAX_DB_PAGES', 0))
-  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
+  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls (0 = do not wait)', 'KV_SHUTDOWN_GRACE_MS', 10_000, { max: TIMER_MS.max }))
   .addOption(metricsOption())
   .addOption(logLevelOption())
   .showHelpAfterError();
