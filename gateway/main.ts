@@ -11,7 +11,7 @@ import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { adminApi, healthDefinition, publicApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, TIMER_MS, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, defaultBackupDir, gatewayTuningOptions, intOption, logLevelOption, metricsOption, shutdownGraceOption } from '../shared/settings.js';
 import { internalTlsOptions, publicServerTls, publicTlsOptions, workerChannelTls, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
@@ -35,20 +35,13 @@ const program = new Command('kv-gateway')
       .makeOptionMandatory(),
   )
   .addOption(new Option('--worker-address-template <tmpl>', 'address for a bare member name, e.g. "{name}.kv-worker:50052"').env(ENV.workerAddressTemplate))
-  .addOption(intOption('--request-timeout-ms <ms>', 'deadline for each request to a worker', ENV.requestTimeoutMs, DEFAULTS.requestTimeoutMs, TIMER_MS))
-  .addOption(intOption('--max-inflight <n>', 'requests that may wait on one worker before new ones get RESOURCE_EXHAUSTED', ENV.maxInflight, DEFAULTS.maxInflightPerWorker, { min: 1 }))
-  .addOption(intOption('--fanout-timeout-ms <ms>', 'deadline for each worker\'s part of ListKeys', 'KV_FANOUT_TIMEOUT_MS', 60_000, TIMER_MS))
-  .addOption(intOption('--backup-timeout-ms <ms>', 'deadline for each worker\'s snapshot', 'KV_BACKUP_TIMEOUT_MS', 600_000, TIMER_MS))
   .addOption(new Option('--data-dir <dir>', 'data folder (the gateway only writes backup manifests under it)').env(ENV.dataDir).default(DEFAULTS.dataDir))
   .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
-  .addOption(intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', 'KV_MIGRATION_RATE', 5000, { min: 1 }))
-  .addOption(intOption('--backup-keep <n>', 'complete backup sets to keep; older ones are deleted after each successful backup (at least 1: the newest good one is never deleted)', ENV.backupKeep, DEFAULTS.backupKeep, { min: 1 }))
-  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls (0 = do not wait)', 'KV_SHUTDOWN_GRACE_MS', 10_000, { max: TIMER_MS.max }))
   .addOption(metricsOption())
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
   .showHelpAfterError();
-for (const o of [...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
+for (const o of [...gatewayTuningOptions(), shutdownGraceOption(), ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{

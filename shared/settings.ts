@@ -13,6 +13,10 @@ export const DEFAULTS = {
   requestTimeoutMs: 5000,
   maxInflightPerWorker: 20000,
   backupKeep: 7,
+  fanoutTimeoutMs: 60_000,
+  backupTimeoutMs: 600_000,
+  migrationRate: 5000,
+  shutdownGraceMs: 10_000,
   sync: 'normal',
   logLevel: 'info',
   metrics: 'on',
@@ -32,6 +36,11 @@ export const ENV = {
   name: 'KV_NAME',
   requestTimeoutMs: 'KV_REQUEST_TIMEOUT_MS',
   maxInflight: 'KV_MAX_INFLIGHT',
+  fanoutTimeoutMs: 'KV_FANOUT_TIMEOUT_MS',
+  backupTimeoutMs: 'KV_BACKUP_TIMEOUT_MS',
+  migrationRate: 'KV_MIGRATION_RATE',
+  shutdownGraceMs: 'KV_SHUTDOWN_GRACE_MS',
+  maxDbPages: 'KV_MAX_DB_PAGES',
   sync: 'KV_SYNC',
   logLevel: 'KV_LOG_LEVEL',
   // Security (docs/security.md). All off by default.
@@ -99,6 +108,36 @@ export function addSwitch(cmd: Command, option: Option): Command {
     cmd.setOptionValueWithSource(option.attributeName(), on, 'env');
   });
   return cmd;
+}
+
+/**
+ * The gateway's settings that `npm start` passes on to it (and lists in its own --help), defined once
+ * here so the two cannot drift apart.
+ */
+export function gatewayTuningOptions(): Option[] {
+  return [
+    intOption('--request-timeout-ms <ms>', 'deadline for each request to a worker', ENV.requestTimeoutMs, DEFAULTS.requestTimeoutMs, TIMER_MS),
+    intOption('--max-inflight <n>', 'requests that may wait on one worker before new ones get RESOURCE_EXHAUSTED', ENV.maxInflight, DEFAULTS.maxInflightPerWorker, { min: 1 }),
+    intOption('--fanout-timeout-ms <ms>', "deadline for each worker's part of ListKeys", ENV.fanoutTimeoutMs, DEFAULTS.fanoutTimeoutMs, TIMER_MS),
+    intOption('--backup-timeout-ms <ms>', "deadline for each worker's snapshot", ENV.backupTimeoutMs, DEFAULTS.backupTimeoutMs, TIMER_MS),
+    intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', ENV.migrationRate, DEFAULTS.migrationRate, { min: 1 }),
+    intOption(
+      '--backup-keep <n>',
+      'complete backup sets to keep; older ones are deleted after each successful backup (at least 1: the newest good one is never deleted)',
+      ENV.backupKeep,
+      DEFAULTS.backupKeep,
+      { min: 1 },
+    ),
+  ];
+}
+
+/** The worker's settings that `npm start` passes on to each worker. */
+export function workerTuningOptions(): Option[] {
+  return [intOption('--max-db-pages <pages>', 'cap on database pages (PRAGMA max_page_count); 0 = unlimited', ENV.maxDbPages, 0)];
+}
+
+export function shutdownGraceOption(): Option {
+  return intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls (0 = do not wait)', ENV.shutdownGraceMs, DEFAULTS.shutdownGraceMs, { max: TIMER_MS.max });
 }
 
 export function logLevelOption(): Option {

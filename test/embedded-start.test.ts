@@ -26,13 +26,6 @@ describe('server command lines', () => {
       ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected 0 to 65535/],
       ['cli/start.js', [], { KV_WORKERS: '0' }, /value '0' from env 'KV_WORKERS' is invalid\. expected 1 to 64/],
       ['cli/start.js', [], { KV_PORT: '99999' }, /value '99999' from env 'KV_PORT' is invalid/],
-      // Before: accepted, and the gateway never became ready (0 ms deadlines) or refused every call.
-      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--request-timeout-ms', '0'], {}, /option '--request-timeout-ms <ms>' argument '0' is invalid\. expected 1 to 2147483647/],
-      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_MAX_INFLIGHT: '0' }, /value '0' from env 'KV_MAX_INFLIGHT' is invalid\. expected a positive integer/],
-      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--fanout-timeout-ms', '0'], {}, /option '--fanout-timeout-ms <ms>' argument '0' is invalid/],
-      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_BACKUP_TIMEOUT_MS: '99999999999' }, /value '99999999999' from env 'KV_BACKUP_TIMEOUT_MS' is invalid/],
-      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--migration-rate', '0'], {}, /option '--migration-rate <keys\/s>' argument '0' is invalid/],
-      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--backup-keep', '0'], {}, /option '--backup-keep <n>' argument '0' is invalid/],
     ] as const) {
       const r = spawnSync(process.execPath, [dist(script), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
       const what = `${script} ${args.join(' ')} ${JSON.stringify(env)}`;
@@ -252,6 +245,52 @@ describe('supervision', () => {
       await store.stop();
     }
   }, 90_000);
+});
+
+/** A process's command line (Linux /proc), as its arguments. */
+function commandLine(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+}
+
+/** Whether `args` has `flag` followed by `value`. */
+function hasFlag(args: string[], flag: string, value: string): boolean {
+  return args.some((a, i) => a === flag && args[i + 1] === value);
+}
+
+describe('npm start passes the gateway\'s and workers\' settings on', () => {
+  it('from its command line and env vars, each to the processes it is for', async () => {
+    const store = await startEmbedded(
+      ['--workers', '1', '--backup-keep', '3', '--request-timeout-ms', '1234', '--max-db-pages', '100000', '--shutdown-grace-ms', '12000', '--metrics', 'off'],
+      undefined,
+      { KV_MIGRATION_RATE: '77' },
+    );
+    try {
+      const lines = store.proc.output
+        .join('')
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg: string; pid: number; backupKeep?: number; stopTimeoutMs?: number });
+      // Stopping, the supervisor waits out the children's grace (plus a margin) before SIGKILL.
+      expect(lines.find((l) => l.msg.startsWith('kvstore ready'))!.stopTimeoutMs).toBe(12_000 + 5_000);
+      const listening = lines.find((l) => l.msg === 'gateway listening')!;
+      // The gateway runs with it, not just was given it.
+      expect(listening.backupKeep).toBe(3);
+      const gateway = commandLine(listening.pid);
+      for (const [flag, value] of [['--backup-keep', '3'], ['--request-timeout-ms', '1234'], ['--migration-rate', '77'], ['--shutdown-grace-ms', '12000'], ['--metrics', 'off']]) {
+        expect(hasFlag(gateway, flag, value), `gateway ${flag} ${value}: ${gateway.join(' ')}`).toBe(true);
+      }
+      expect(gateway).not.toContain('--max-db-pages');
+      const worker = commandLine(store.workerPids.get('worker-0')!);
+      for (const [flag, value] of [['--max-db-pages', '100000'], ['--shutdown-grace-ms', '12000'], ['--metrics', 'off']]) {
+        expect(hasFlag(worker, flag, value), `worker ${flag} ${value}: ${worker.join(' ')}`).toBe(true);
+      }
+      expect(worker).not.toContain('--backup-keep');
+      // Settings left at their defaults stay off the children's command lines.
+      expect(gateway).not.toContain('--max-inflight');
+    } finally {
+      await store.stop();
+    }
+  });
 });
 
 describe('embedded store', () => {
