@@ -42,6 +42,7 @@ const opts = program.opts<{
   adminTokenFile?: string;
   shutdownGraceMs: number;
 } & PublicTlsSettings & InternalTlsSettings>();
+checkPortRanges();
 const log = createLogger('supervisor', opts.logLevel);
 // A child drains for up to the grace, then closes its links, database and HTTP server.
 const stopTimeoutMs = opts.shutdownGraceMs + STOP_MARGIN_MS;
@@ -52,6 +53,22 @@ function passOn(options: Option[]): string[] {
     const key = o.attributeName();
     return program.getOptionValueSource(key) === 'default' ? [] : [o.long!, String(program.getOptionValue(key))];
   });
+}
+
+/**
+ * The workers take the ports after the gateway's: --port 65535 used to start, and then a worker died
+ * on port 65536, which nobody had typed. Said up front, as a usage error.
+ */
+function checkPortRanges(): void {
+  const last = opts.workers - 1;
+  const base = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
+  if (base !== 0 && base + last > 65_535) {
+    const from = opts.workerBasePort === undefined ? `--port ${opts.port} + 1` : `--worker-base-port`;
+    program.error(`error: ${opts.workers} workers need gRPC ports ${base} to ${base + last} (from ${from}), past 65535: choose a lower --port or --worker-base-port`);
+  }
+  if (opts.metricsPort !== 0 && opts.metricsPort + 1 + last > 65_535) {
+    program.error(`error: ${opts.workers} workers need metrics ports ${opts.metricsPort + 1} to ${opts.metricsPort + 1 + last} (after --metrics-port ${opts.metricsPort}), past 65535: choose a lower --metrics-port`);
+  }
 }
 
 /** Every child created so far, workers first; the gateway once it exists. */

@@ -26,6 +26,16 @@ describe('server command lines', () => {
       ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected 0 to 65535/],
       ['cli/start.js', [], { KV_WORKERS: '0' }, /value '0' from env 'KV_WORKERS' is invalid\. expected 1 to 64/],
       ['cli/start.js', [], { KV_PORT: '99999' }, /value '99999' from env 'KV_PORT' is invalid/],
+      // Before: accepted, and a worker died on port 65536, which nobody had typed.
+      ['cli/start.js', ['--port', '65535'], {}, /3 workers need gRPC ports 65536 to 65538 \(from --port 65535 \+ 1\), past 65535/],
+      ['cli/start.js', ['--metrics-port', '65534', '--workers', '2'], {}, /2 workers need metrics ports 65535 to 65536 \(after --metrics-port 65534\), past 65535/],
+      // Before: accepted, and the gateway never became ready (0 ms deadlines) or refused every call.
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--request-timeout-ms', '0'], {}, /option '--request-timeout-ms <ms>' argument '0' is invalid\. expected 1 to 2147483647/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_MAX_INFLIGHT: '0' }, /value '0' from env 'KV_MAX_INFLIGHT' is invalid\. expected a positive integer/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--fanout-timeout-ms', '0'], {}, /option '--fanout-timeout-ms <ms>' argument '0' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_BACKUP_TIMEOUT_MS: '99999999999' }, /value '99999999999' from env 'KV_BACKUP_TIMEOUT_MS' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--migration-rate', '0'], {}, /option '--migration-rate <keys\/s>' argument '0' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--backup-keep', '0'], {}, /option '--backup-keep <n>' argument '0' is invalid/],
     ] as const) {
       const r = spawnSync(process.execPath, [dist(script), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
       const what = `${script} ${args.join(' ')} ${JSON.stringify(env)}`;
