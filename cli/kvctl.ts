@@ -7,12 +7,21 @@ import { adminMetadata } from '../shared/auth.js';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { listSets } from '../shared/backup-sets.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir } from '../shared/settings.js';
+import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intArg, intOption } from '../shared/settings.js';
 import { clientCredentials } from '../shared/tls.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { resolveSetDir, restore, verifySet } from './restore.js';
 
 type Cb = (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void;
+
+// `kvctl list | head -1`: the reader took what it wanted and closed the pipe. That is not kvctl's
+// failure, so it stops quietly with 0, as a script under `set -o pipefail` needs (a C tool would die
+// of SIGPIPE, which Node ignores, and print nothing either). Any other stdout error is a failure.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(EXIT.OK);
+  process.stderr.write(`kvctl: cannot write the output: ${err.message}\n`);
+  process.exit(EXIT.FAILED);
+});
 
 interface Globals {
   address: string;
@@ -30,17 +39,11 @@ interface Globals {
 const program = new Command('kvctl')
   .description('Command-line client for kvstore')
   .addOption(new Option('-a, --address <host:port>', 'gateway address').env('KV_ADDRESS').default('127.0.0.1:50051'))
-  .addOption(
-    new Option('-t, --timeout <ms>', 'deadline for the call').env('KV_TIMEOUT_MS').default(10_000).argParser((v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) throw new Error(`--timeout: expected a positive integer of milliseconds, got "${v}"`);
-      return n;
-    }),
-  )
-  .option('--json', 'print results as JSON', false)
-  // Client env names differ from the gateway's KV_TLS_* so a shell set up to run a gateway does not
-  // make kvctl present the gateway's server key as a client certificate.
-  .addOption(new Option('--tls', 'use TLS, trusting the system CAs (implied by --ca, --cert)').env('KV_CLIENT_TLS').default(false))
+  .addOption(intOption('-t, --timeout <ms>', 'deadline for the call', 'KV_TIMEOUT_MS', 10_000, { min: 1 }))
+  .option('--json', 'print results as JSON', false);
+// Client env names differ from the gateway's KV_TLS_* so a shell set up to run a gateway does not
+// make kvctl present the gateway's server key as a client certificate.
+addSwitch(program, new Option('--tls', 'use TLS, trusting the system CAs (implied by --ca, --cert)').env('KV_CLIENT_TLS'))
   .addOption(new Option('--ca <file>', 'PEM CA bundle to verify the gateway with (turns TLS on)').env('KV_CLIENT_CA'))
   .addOption(new Option('--cert <file>', 'PEM client certificate, for a gateway that requires one').env('KV_CLIENT_CERT'))
   .addOption(new Option('--key <file>', 'PEM private key of --cert').env('KV_CLIENT_KEY'))
@@ -207,6 +210,9 @@ async function waitStable(timeoutMs: number): Promise<ClusterStatus> {
   }
 }
 
+// Validated: Number('abc') is NaN, and a NaN deadline is never passed, so --wait waited forever.
+const waitTimeoutOption = (): Option => new Option('--wait-timeout <ms>', 'how long --wait waits').default(3_600_000).argParser(intArg(1));
+
 const cluster = program.command('cluster').description('cluster membership: status, add and remove workers (online: keys move while serving)');
 
 cluster
@@ -219,14 +225,14 @@ cluster
   .description('add workers (name=host:port ...); their keys move to them online')
   .argument('<members...>')
   .option('--wait', 'wait until the keys have moved')
-  .option('--wait-timeout <ms>', 'how long --wait waits', '3600000')
-  .action(async (members: string[], o: { wait?: boolean; waitTimeout: string }) => {
+  .addOption(waitTimeoutOption())
+  .action(async (members: string[], o: { wait?: boolean; waitTimeout: number }) => {
     const list = members.map((m) => {
       const eq = m.indexOf('=');
       return eq < 0 ? { name: m, address: '' } : { name: m.slice(0, eq), address: m.slice(eq + 1) };
     });
     printStatus((await call('AddMembers', { members: list }, 'admin')) as unknown as ClusterStatus);
-    if (o.wait) printStatus(await waitStable(Number(o.waitTimeout)));
+    if (o.wait) printStatus(await waitStable(o.waitTimeout));
   });
 
 cluster
@@ -234,10 +240,10 @@ cluster
   .description('drain workers (by name) onto the others; stop them only once status shows them gone')
   .argument('<names...>')
   .option('--wait', 'wait until they are drained')
-  .option('--wait-timeout <ms>', 'how long --wait waits', '3600000')
-  .action(async (names: string[], o: { wait?: boolean; waitTimeout: string }) => {
+  .addOption(waitTimeoutOption())
+  .action(async (names: string[], o: { wait?: boolean; waitTimeout: number }) => {
     printStatus((await call('RemoveMembers', { members: names.map((name) => ({ name, address: '' })) }, 'admin')) as unknown as ClusterStatus);
-    if (o.wait) printStatus(await waitStable(Number(o.waitTimeout)));
+    if (o.wait) printStatus(await waitStable(o.waitTimeout));
   });
 
 
@@ -314,11 +320,7 @@ program
   .addOption(dataDirOption())
   .addOption(backupDirOption())
   .addOption(
-    new Option('--workers <n>', 'restore into workers worker-0..worker-<n-1> (default: the set\'s own workers)').argParser((v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`--workers: expected 1 to 1024, got "${v}"`);
-      return n;
-    }),
+    new Option('--workers <n>', 'restore into workers worker-0..worker-<n-1> (default: the set\'s own workers)').argParser(intArg(1, 1024)),
   )
   .addOption(new Option('--names <list>', 'restore into these worker names, comma-separated (e.g. the StatefulSet pod names)').conflicts('workers'))
   .addOption(fromPartsOption())

@@ -3,9 +3,9 @@
 import { Command, Option } from 'commander';
 import { adminTokenFileOption } from '../shared/auth.js';
 import { createLogger } from '../shared/logger.js';
-import { DEFAULTS, ENV, intOption, logLevelOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, gatewayTuningOptions, intOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
 import { internalTlsOptions, publicTlsOptions, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
-import { Supervised, scriptPath } from './supervisor.js';
+import { STOP_MARGIN_MS, Supervised, scriptPath } from './supervisor.js';
 
 const program = new Command('kvstore')
   .description('Start the embedded kvstore: a gateway and N worker processes on this machine, restarted if they die')
@@ -20,9 +20,13 @@ const program = new Command('kvstore')
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
   .showHelpAfterError();
+// The gateway's and the workers' own settings, passed on to them when given here (flag or env var).
+const toGateway = gatewayTuningOptions();
+const toWorkers = workerTuningOptions();
+const toBoth = [shutdownGraceOption(), metricsOption()];
 // Embedded, one internal certificate serves both sides: it needs serverAuth and clientAuth usages and
 // a name the gateway can check (IP 127.0.0.1, or --internal-tls-server-name); docs/security.md.
-for (const o of [...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
+for (const o of [...toGateway, ...toWorkers, ...toBoth, ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -36,8 +40,37 @@ const opts = program.opts<{
   sync: string;
   logLevel: string;
   adminTokenFile?: string;
+  shutdownGraceMs: number;
 } & PublicTlsSettings & InternalTlsSettings>();
+checkPortRanges();
 const log = createLogger('supervisor', opts.logLevel);
+// A child drains for up to the grace, then closes its links, database and HTTP server.
+const stopTimeoutMs = opts.shutdownGraceMs + STOP_MARGIN_MS;
+
+/** `--flag value` for each of `options` set on this command line or by its env var; defaults stay the child's. */
+function passOn(options: Option[]): string[] {
+  return options.flatMap((o) => {
+    const key = o.attributeName();
+    return program.getOptionValueSource(key) === 'default' ? [] : [o.long!, String(program.getOptionValue(key))];
+  });
+}
+
+/**
+ * The workers take the ports after the gateway's: --port 65535 used to start, and then a worker died
+ * on port 65536, which nobody had typed. Said up front, as a usage error.
+ */
+function checkPortRanges(): void {
+  const last = opts.workers - 1;
+  const base = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
+  if (base !== 0 && base + last > 65_535) {
+    const from = opts.workerBasePort === undefined ? `--port ${opts.port} + 1` : `--worker-base-port`;
+    program.error(`error: ${opts.workers} workers need gRPC ports ${base} to ${base + last} (from ${from}), past 65535: choose a lower --port or --worker-base-port`);
+  }
+  if (opts.metricsPort !== 0 && opts.metricsPort + 1 + last > 65_535) {
+    program.error(`error: ${opts.workers} workers need metrics ports ${opts.metricsPort + 1} to ${opts.metricsPort + 1 + last} (after --metrics-port ${opts.metricsPort}), past 65535: choose a lower --metrics-port`);
+  }
+}
+
 /** Every child created so far, workers first; the gateway once it exists. */
 const started: Supervised[] = [];
 let gateway: Supervised | undefined;
@@ -66,7 +99,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal
 
 async function main(): Promise<void> {
   const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
-  const common = ['--data-dir', opts.dataDir, '--log-level', opts.logLevel, ...(opts.backupDir ? ['--backup-dir', opts.backupDir] : [])];
+  const common = ['--data-dir', opts.dataDir, '--log-level', opts.logLevel, ...(opts.backupDir ? ['--backup-dir', opts.backupDir] : []), ...passOn(toBoth)];
   // Children get file paths, never secrets, on their command lines (ps shows them); KV_ADMIN_TOKEN
   // reaches the gateway through the inherited environment.
   const flag = (name: string, value: string | undefined): string[] => (value ? [name, value] : []);
@@ -87,8 +120,8 @@ async function main(): Promise<void> {
     const name = `worker-${i}`;
     const port = basePort === 0 ? 0 : basePort + i;
     const metricsPort = opts.metricsPort === 0 ? 0 : opts.metricsPort + 1 + i;
-    const args = ['--name', name, '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--sync', opts.sync, ...common, ...internalTls];
-    const proc = new Supervised({ name, script: scriptPath('../worker/main.js'), args }, log);
+    const args = ['--name', name, '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--sync', opts.sync, ...common, ...passOn(toWorkers), ...internalTls];
+    const proc = new Supervised({ name, script: scriptPath('../worker/main.js'), args, stopTimeoutMs }, log);
     started.push(proc);
     return { name, args, proc };
   });
@@ -100,14 +133,14 @@ async function main(): Promise<void> {
     w.proc.pin(w.args.map((a, j) => (w.args[j - 1] === '--port' ? String(l.port) : w.args[j - 1] === '--metrics-port' ? String(l.metricsPort) : a)));
   });
   const members = listening.map((l) => `${l.name}=127.0.0.1:${l.port}`).join(',');
-  const gatewayArgs = ['--host', opts.host, '--port', String(opts.port), '--metrics-port', String(opts.metricsPort), '--members', members, ...common, ...gatewaySecurity];
-  gateway = new Supervised({ name: 'gateway', script: scriptPath('../gateway/main.js'), args: gatewayArgs }, log);
+  const gatewayArgs = ['--host', opts.host, '--port', String(opts.port), '--metrics-port', String(opts.metricsPort), '--members', members, ...common, ...passOn(toGateway), ...gatewaySecurity];
+  gateway = new Supervised({ name: 'gateway', script: scriptPath('../gateway/main.js'), args: gatewayArgs, stopTimeoutMs }, log);
   started.push(gateway);
   const g = await gateway.start();
   if (stopping) return;
   gateway.pin(gatewayArgs.map((a, j) => (gatewayArgs[j - 1] === '--port' ? String(g.port) : gatewayArgs[j - 1] === '--metrics-port' ? String(g.metricsPort) : a)));
   log.info(
-    { port: g.port, metricsPort: g.metricsPort, workers: listening.map((l) => ({ name: l.name, port: l.port, metricsPort: l.metricsPort })), dataDir: opts.dataDir },
+    { port: g.port, metricsPort: g.metricsPort, workers: listening.map((l) => ({ name: l.name, port: l.port, metricsPort: l.metricsPort })), dataDir: opts.dataDir, stopTimeoutMs },
     `kvstore ready: gRPC on ${opts.host}:${g.port}, metrics on http://${opts.host}:${g.metricsPort}/metrics`,
   );
   process.send?.({ type: 'listening', name: 'kvstore', port: g.port, metricsPort: g.metricsPort });

@@ -71,7 +71,7 @@ export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation
   return {
     AddMembers: handle<{ members: MemberSpec[] }>('AddMembers', async (req) => {
       if (!req.members?.length) throw invalidArgument('members: name at least one worker to add, as name=host:port');
-      const add = parseMembers(req.members.map((m) => (m.address ? `${m.name}=${m.address}` : m.name)).join(','), deps.addressTemplate);
+      const add = parseRequested(req.members, deps.addressTemplate);
       const next = await cluster.change(add, []);
       log.info({ epoch: next.epoch, added: add.map((m) => m.name) }, 'workers added; moving keys');
       return status(`added ${add.map((m) => m.name).join(', ')}: epoch ${next.epoch}, keys are moving`);
@@ -85,4 +85,13 @@ export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation
     }),
     Status: handle<object>('Status', () => status()),
   };
+}
+
+/** A bad name or address in the request is the caller's mistake: INVALID_ARGUMENT, not INTERNAL. */
+function parseRequested(members: MemberSpec[], template: string | undefined): MemberSpec[] {
+  try {
+    return parseMembers(members.map((m) => (m.address ? `${m.name}=${m.address}` : m.name)).join(','), template);
+  } catch (err) {
+    throw invalidArgument((err as Error).message);
+  }
 }

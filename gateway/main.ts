@@ -10,8 +10,8 @@ import { startHttpEndpoints } from '../shared/http-server.js';
 import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
-import { adminApi, publicApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
+import { adminApi, healthDefinition, publicApi } from '../shared/proto.js';
+import { DEFAULTS, ENV, defaultBackupDir, gatewayTuningOptions, intOption, logLevelOption, metricsOption, shutdownGraceOption } from '../shared/settings.js';
 import { internalTlsOptions, publicServerTls, publicTlsOptions, workerChannelTls, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
@@ -35,20 +35,13 @@ const program = new Command('kv-gateway')
       .makeOptionMandatory(),
   )
   .addOption(new Option('--worker-address-template <tmpl>', 'address for a bare member name, e.g. "{name}.kv-worker:50052"').env(ENV.workerAddressTemplate))
-  .addOption(intOption('--request-timeout-ms <ms>', 'deadline for each request to a worker', ENV.requestTimeoutMs, DEFAULTS.requestTimeoutMs))
-  .addOption(intOption('--max-inflight <n>', 'requests that may wait on one worker before new ones get RESOURCE_EXHAUSTED', ENV.maxInflight, DEFAULTS.maxInflightPerWorker))
-  .addOption(intOption('--fanout-timeout-ms <ms>', 'deadline for each worker\'s part of ListKeys', 'KV_FANOUT_TIMEOUT_MS', 60_000))
-  .addOption(intOption('--backup-timeout-ms <ms>', 'deadline for each worker\'s snapshot', 'KV_BACKUP_TIMEOUT_MS', 600_000))
   .addOption(new Option('--data-dir <dir>', 'data folder (the gateway only writes backup manifests under it)').env(ENV.dataDir).default(DEFAULTS.dataDir))
   .addOption(new Option('--backup-dir <dir>', 'where backup sets go (default: <data-dir>/backups)').env(ENV.backupDir))
-  .addOption(intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', 'KV_MIGRATION_RATE', 5000))
-  .addOption(intOption('--backup-keep <n>', 'complete backup sets to keep; older ones are deleted after each successful backup (at least 1)', ENV.backupKeep, DEFAULTS.backupKeep))
-  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
   .addOption(metricsOption())
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
   .showHelpAfterError();
-for (const o of [...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
+for (const o of [...gatewayTuningOptions(), shutdownGraceOption(), ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -92,9 +85,8 @@ async function main(): Promise<void> {
     log,
     metrics,
   );
-  const mover = new Mover(cluster, { rate: Math.max(1, opts.migrationRate), chunk: 500, scanTimeoutMs: opts.fanoutTimeoutMs }, log, registry);
+  const mover = new Mover(cluster, { rate: opts.migrationRate, chunk: 500, scanTimeoutMs: opts.fanoutTimeoutMs }, log, registry);
   const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
-  if (opts.backupKeep < 1) throw new Error(`--backup-keep / ${ENV.backupKeep} must be at least 1 (the newest good backup is never deleted), got ${opts.backupKeep}`);
   const backups = new BackupCoordinator(cluster, { backupDir, timeoutMs: opts.backupTimeoutMs, keep: opts.backupKeep }, log, metrics.backups);
 
   let stopping = false;
@@ -106,7 +98,9 @@ async function main(): Promise<void> {
     adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate, authorize: (md) => adminAuth.check(md) }),
   );
   const health = addHealth(server, [PUBLIC_SERVICE]);
-  new ReflectionService(api.definition).addToServer(server);
+  // Reflection describes only the definitions it is given: every service this server answers, so
+  // `grpcurl ... grpc.health.v1.Health/Check` and the admin RPCs work without proto files too.
+  new ReflectionService({ ...api.definition, ...adminApi().definition, ...healthDefinition() }).addToServer(server);
   const port = await bindServer(server, opts.host, opts.port, publicTls.credentials);
   // Serving (health, readiness) only once the membership is known; requests before that get UNAVAILABLE.
   setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');

@@ -17,13 +17,9 @@ export function parseMembers(spec: string, template?: string): Member[] {
     const eq = entry.indexOf('=');
     const name = eq >= 0 ? entry.slice(0, eq) : entry;
     if (!NAME.test(name)) throw new Error(`worker name ${JSON.stringify(name)} must be a DNS label (lowercase letters, digits, '-')`);
-    if (eq >= 0) {
-      const address = entry.slice(eq + 1);
-      if (!/^.+:\d+$/.test(address)) throw new Error(`worker ${name}: address ${JSON.stringify(address)} must be host:port`);
-      return { name, address };
-    }
+    if (eq >= 0) return { name, address: checkAddress(name, entry.slice(eq + 1)) };
     if (!template) throw new Error(`worker ${name} has no address: write "${name}=host:port" or set --worker-address-template`);
-    return { name, address: template.replaceAll('{name}', name) };
+    return { name, address: checkAddress(name, template.replaceAll('{name}', name)) };
   });
   const seen = new Set<string>();
   for (const m of members) {
@@ -31,4 +27,13 @@ export function parseMembers(spec: string, template?: string): Member[] {
     seen.add(m.name);
   }
   return members;
+}
+
+/** host:port with a port a worker can listen on: port 99999 otherwise failed every redial, for ever. */
+function checkAddress(name: string, address: string): string {
+  const m = /^.+:(\d+)$/.exec(address);
+  if (!m) throw new Error(`worker ${name}: address ${JSON.stringify(address)} must be host:port`);
+  const port = Number(m[1]);
+  if (port < 1 || port > 65_535) throw new Error(`worker ${name}: port ${m[1]} in ${JSON.stringify(address)} is not 1 to 65535`);
+  return address;
 }

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
 
 // Compiled code runs from dist/shared, tests from shared/: walk up to the folder holding proto/.
 function findProtoDir(): string {
@@ -91,6 +92,12 @@ export function publicApi(): PublicProto {
     publicProto = { definition, KeyValueStore: pkg.kvstore.KeyValueStore };
   }
   return publicProto;
+}
+
+/** grpc.health.v1, as grpc-health-check ships it: for reflection, which lists only what it is given. */
+export function healthDefinition(): protoLoader.PackageDefinition {
+  // Loaded by its path below the package's proto/ folder, so the file is named as grpcurl expects.
+  return protoLoader.loadSync('health/v1/health.proto', { ...LOADER_OPTIONS, includeDirs: [join(dirname(healthProtoPath), '..', '..')] });
 }
 
 export function workerApi(): WorkerProto {

@@ -1,6 +1,6 @@
 // Every setting's name, env var and default in one place, so the CLI, the manifests in k8s/ and the
 // README cannot drift apart (test/k8s checks the manifests against this table).
-import { InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 
 export const DEFAULTS = {
   gatewayPort: 50051,
@@ -13,6 +13,10 @@ export const DEFAULTS = {
   requestTimeoutMs: 5000,
   maxInflightPerWorker: 20000,
   backupKeep: 7,
+  fanoutTimeoutMs: 60_000,
+  backupTimeoutMs: 600_000,
+  migrationRate: 5000,
+  shutdownGraceMs: 10_000,
   sync: 'normal',
   logLevel: 'info',
   metrics: 'on',
@@ -32,6 +36,11 @@ export const ENV = {
   name: 'KV_NAME',
   requestTimeoutMs: 'KV_REQUEST_TIMEOUT_MS',
   maxInflight: 'KV_MAX_INFLIGHT',
+  fanoutTimeoutMs: 'KV_FANOUT_TIMEOUT_MS',
+  backupTimeoutMs: 'KV_BACKUP_TIMEOUT_MS',
+  migrationRate: 'KV_MIGRATION_RATE',
+  shutdownGraceMs: 'KV_SHUTDOWN_GRACE_MS',
+  maxDbPages: 'KV_MAX_DB_PAGES',
   sync: 'KV_SYNC',
   logLevel: 'KV_LOG_LEVEL',
   // Security (docs/security.md). All off by default.
@@ -49,20 +58,86 @@ export const ENV = {
   directApi: 'KV_DIRECT_API',
 } as const;
 
+/**
+ * Range of a duration in ms that ends up in a timer: Node fires a setTimeout above 2^31-1 ms at once,
+ * and a 0 deadline fails everything, so both are refused at start-up instead.
+ */
+export const TIMER_MS = { min: 1, max: 2_147_483_647 } as const;
+
 export function intOption(flags: string, description: string, env: string, def?: number, range: { min?: number; max?: number } = {}): Option {
   // A <port> flag is checked against the port range here, so a typo is a usage error naming the flag
   // (or the env var), not a stack trace from listen() later.
-  const min = range.min ?? 0;
-  const max = range.max ?? (flags.includes('<port>') ? 65_535 : Number.MAX_SAFE_INTEGER);
-  const opt = new Option(flags, description).env(env).argParser((raw: string) => parseBoundedInt(raw, min, max));
+  const max = range.max ?? (flags.includes('<port>') ? 65_535 : undefined);
+  const opt = new Option(flags, description).env(env).argParser(intArg(range.min ?? 0, max));
   return def === undefined ? opt : opt.default(def);
 }
 
-function parseBoundedInt(raw: string, min: number, max: number): number {
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  if (n < min || n > max) throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected at least ${min}` : `expected ${min} to ${max}`);
-  return n;
+/**
+ * The parser of an integer flag value from `min` to `max`: a bad value is commander's usage error,
+ * which names the flag or env var (kvctl exits 2 for it, the servers 1), never a plain Error.
+ */
+export function intArg(min = 0, max = Number.MAX_SAFE_INTEGER): (raw: string) => number {
+  const expected =
+    max !== Number.MAX_SAFE_INTEGER ? `expected ${min} to ${max}` : min === 0 ? 'expected a non-negative integer' : min === 1 ? 'expected a positive integer' : `expected an integer of at least ${min}`;
+  return (raw: string) => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(expected);
+    return n;
+  };
+}
+
+const SWITCH_WORDS: Record<string, boolean> = { true: true, '1': true, yes: true, on: true, false: false, '0': false, no: false, off: false };
+
+/**
+ * Adds an on/off flag (`--tls`) whose env var says on or off. commander takes any value of a flag's
+ * env var as "on", so KV_DIRECT_API=false turned the direct API on; here the value is read as
+ * true/false, 1/0, yes/no or on/off, and anything else is a usage error naming the variable.
+ */
+export function addSwitch(cmd: Command, option: Option): Command {
+  if (!option.envVar || !option.isBoolean()) throw new Error(`${option.flags}: a switch is a flag without a value, with an env var`);
+  const env = option.envVar;
+  cmd.addOption(option.default(false));
+  // commander emits this only when the flag is not on the command line; its own handler, registered
+  // by addOption, has just set the value to true, and this one runs after it.
+  cmd.on(`optionEnv:${option.name()}`, () => {
+    const raw = process.env[env] ?? '';
+    const on = SWITCH_WORDS[raw.trim().toLowerCase()];
+    if (on === undefined) {
+      cmd.error(`error: option '${option.flags}' value '${raw}' from env '${env}' is invalid. expected true/false, 1/0, yes/no or on/off`, { code: 'commander.invalidArgument' });
+    }
+    cmd.setOptionValueWithSource(option.attributeName(), on, 'env');
+  });
+  return cmd;
+}
+
+/**
+ * The gateway's settings that `npm start` passes on to it (and lists in its own --help), defined once
+ * here so the two cannot drift apart.
+ */
+export function gatewayTuningOptions(): Option[] {
+  return [
+    intOption('--request-timeout-ms <ms>', 'deadline for each request to a worker', ENV.requestTimeoutMs, DEFAULTS.requestTimeoutMs, TIMER_MS),
+    intOption('--max-inflight <n>', 'requests that may wait on one worker before new ones get RESOURCE_EXHAUSTED', ENV.maxInflight, DEFAULTS.maxInflightPerWorker, { min: 1 }),
+    intOption('--fanout-timeout-ms <ms>', "deadline for each worker's part of ListKeys", ENV.fanoutTimeoutMs, DEFAULTS.fanoutTimeoutMs, TIMER_MS),
+    intOption('--backup-timeout-ms <ms>', "deadline for each worker's snapshot", ENV.backupTimeoutMs, DEFAULTS.backupTimeoutMs, TIMER_MS),
+    intOption('--migration-rate <keys/s>', 'most keys per second the mover copies during a membership change', ENV.migrationRate, DEFAULTS.migrationRate, { min: 1 }),
+    intOption(
+      '--backup-keep <n>',
+      'complete backup sets to keep; older ones are deleted after each successful backup (at least 1: the newest good one is never deleted)',
+      ENV.backupKeep,
+      DEFAULTS.backupKeep,
+      { min: 1 },
+    ),
+  ];
+}
+
+/** The worker's settings that `npm start` passes on to each worker. */
+export function workerTuningOptions(): Option[] {
+  return [intOption('--max-db-pages <pages>', 'cap on database pages (PRAGMA max_page_count); 0 = unlimited', ENV.maxDbPages, 0)];
+}
+
+export function shutdownGraceOption(): Option {
+  return intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls (0 = do not wait)', ENV.shutdownGraceMs, DEFAULTS.shutdownGraceMs, { max: TIMER_MS.max });
 }
 
 export function logLevelOption(): Option {

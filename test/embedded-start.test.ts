@@ -21,11 +21,21 @@ function alive(pid: number): boolean {
 describe('server command lines', () => {
   it('refuse a bad number or port in one line naming the flag or env var, exit 1, and start nothing', () => {
     for (const [script, args, env, says] of [
-      ['cli/start.js', ['--workers', 'x'], {}, /option '--workers <n>' argument 'x' is invalid\. expected a non-negative integer/],
+      ['cli/start.js', ['--workers', 'x'], {}, /option '--workers <n>' argument 'x' is invalid\. expected 1 to 64/],
       ['gateway/main.js', ['--port', '50o51'], {}, /option '--port <port>' argument '50o51' is invalid/],
       ['worker/main.js', ['--name', 'w', '--port', '70000'], {}, /option '--port <port>' argument '70000' is invalid\. expected 0 to 65535/],
       ['cli/start.js', [], { KV_WORKERS: '0' }, /value '0' from env 'KV_WORKERS' is invalid\. expected 1 to 64/],
       ['cli/start.js', [], { KV_PORT: '99999' }, /value '99999' from env 'KV_PORT' is invalid/],
+      // Before: accepted, and a worker died on port 65536, which nobody had typed.
+      ['cli/start.js', ['--port', '65535'], {}, /3 workers need gRPC ports 65536 to 65538 \(from --port 65535 \+ 1\), past 65535/],
+      ['cli/start.js', ['--metrics-port', '65534', '--workers', '2'], {}, /2 workers need metrics ports 65535 to 65536 \(after --metrics-port 65534\), past 65535/],
+      // Before: accepted, and the gateway never became ready (0 ms deadlines) or refused every call.
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--request-timeout-ms', '0'], {}, /option '--request-timeout-ms <ms>' argument '0' is invalid\. expected 1 to 2147483647/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_MAX_INFLIGHT: '0' }, /value '0' from env 'KV_MAX_INFLIGHT' is invalid\. expected a positive integer/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--fanout-timeout-ms', '0'], {}, /option '--fanout-timeout-ms <ms>' argument '0' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1'], { KV_BACKUP_TIMEOUT_MS: '99999999999' }, /value '99999999999' from env 'KV_BACKUP_TIMEOUT_MS' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--migration-rate', '0'], {}, /option '--migration-rate <keys\/s>' argument '0' is invalid/],
+      ['gateway/main.js', ['--members', 'w-0=127.0.0.1:1', '--backup-keep', '0'], {}, /option '--backup-keep <n>' argument '0' is invalid/],
     ] as const) {
       const r = spawnSync(process.execPath, [dist(script), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
       const what = `${script} ${args.join(' ')} ${JSON.stringify(env)}`;
@@ -33,6 +43,18 @@ describe('server command lines', () => {
       expect(r.stderr, what).toMatch(says);
       expect(r.stderr, what).not.toMatch(/\n\s+at /); // no stack trace
     }
+  });
+});
+
+describe('gateway members', () => {
+  it('a worker port out of range stops the gateway at start-up with exit 1, naming the worker', () => {
+    // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT).
+    const r = spawnSync(process.execPath, [dist('gateway/main.js'), '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', 'w-0=127.0.0.1:99999'], {
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(r.status, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/gateway failed to start: worker w-0: port 99999 in .* is not 1 to 65535/);
   });
 });
 
@@ -233,6 +255,52 @@ describe('supervision', () => {
       await store.stop();
     }
   }, 90_000);
+});
+
+/** A process's command line (Linux /proc), as its arguments. */
+function commandLine(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+}
+
+/** Whether `args` has `flag` followed by `value`. */
+function hasFlag(args: string[], flag: string, value: string): boolean {
+  return args.some((a, i) => a === flag && args[i + 1] === value);
+}
+
+describe('npm start passes the gateway\'s and workers\' settings on', () => {
+  it('from its command line and env vars, each to the processes it is for', async () => {
+    const store = await startEmbedded(
+      ['--workers', '1', '--backup-keep', '3', '--request-timeout-ms', '1234', '--max-db-pages', '100000', '--shutdown-grace-ms', '12000', '--metrics', 'off'],
+      undefined,
+      { KV_MIGRATION_RATE: '77' },
+    );
+    try {
+      const lines = store.proc.output
+        .join('')
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg: string; pid: number; backupKeep?: number; stopTimeoutMs?: number });
+      // Stopping, the supervisor waits out the children's grace (plus a margin) before SIGKILL.
+      expect(lines.find((l) => l.msg.startsWith('kvstore ready'))!.stopTimeoutMs).toBe(12_000 + 5_000);
+      const listening = lines.find((l) => l.msg === 'gateway listening')!;
+      // The gateway runs with it, not just was given it.
+      expect(listening.backupKeep).toBe(3);
+      const gateway = commandLine(listening.pid);
+      for (const [flag, value] of [['--backup-keep', '3'], ['--request-timeout-ms', '1234'], ['--migration-rate', '77'], ['--shutdown-grace-ms', '12000'], ['--metrics', 'off']]) {
+        expect(hasFlag(gateway, flag, value), `gateway ${flag} ${value}: ${gateway.join(' ')}`).toBe(true);
+      }
+      expect(gateway).not.toContain('--max-db-pages');
+      const worker = commandLine(store.workerPids.get('worker-0')!);
+      for (const [flag, value] of [['--max-db-pages', '100000'], ['--shutdown-grace-ms', '12000'], ['--metrics', 'off']]) {
+        expect(hasFlag(worker, flag, value), `worker ${flag} ${value}: ${worker.join(' ')}`).toBe(true);
+      }
+      expect(worker).not.toContain('--backup-keep');
+      // Settings left at their defaults stay off the children's command lines.
+      expect(gateway).not.toContain('--max-inflight');
+    } finally {
+      await store.stop();
+    }
+  });
 });
 
 describe('embedded store', () => {

@@ -1,5 +1,5 @@
 // kvctl against a real store: output and the exit code for each failure class.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kvClient } from './helpers/client.js';
 import { TestCluster, dist } from './helpers/processes.js';
@@ -13,9 +13,10 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-function kvctl(args: string[], input?: string): { code: number | null; stdout: string; stderr: string } {
+function kvctl(args: string[], input?: string, env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', ...args], {
     input,
+    env: { ...process.env, ...env },
     encoding: 'utf8',
     timeout: 20_000,
   });
@@ -48,6 +49,25 @@ describe('kvctl', () => {
     expect(kvctl(['frobnicate']).code).toBe(2);
   });
 
+  it('exits 2 for a bad flag value, naming the flag or env var, before calling anything', () => {
+    for (const [args, env, says] of [
+      [['--timeout', 'abc', 'get', 'x'], {}, /option '-t, --timeout <ms>' argument 'abc' is invalid\. expected a positive integer/],
+      [['--timeout', '0', 'get', 'x'], {}, /argument '0' is invalid/],
+      [['get', 'x'], { KV_TIMEOUT_MS: 'soon' }, /value 'soon' from env 'KV_TIMEOUT_MS' is invalid/],
+      [['restore', 'x', '--workers', '0'], {}, /option '--workers <n>' argument '0' is invalid\. expected 1 to 1024/],
+      // Before: accepted, and --wait waited forever (a NaN deadline is never passed).
+      [['cluster', 'add', 'worker-5=127.0.0.1:1', '--wait', '--wait-timeout', 'abc'], {}, /option '--wait-timeout <ms>' argument 'abc' is invalid/],
+      [['cluster', 'remove', 'worker-5', '--wait', '--wait-timeout', '-1'], {}, /option '--wait-timeout <ms>' argument '-1' is invalid/],
+    ] as const) {
+      // The address answers nothing: a call would fail with 4, not 2.
+      const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 });
+      const what = `${args.join(' ')} ${JSON.stringify(env)}`;
+      expect(r.status, `${what}: ${r.stderr}`).toBe(2);
+      expect(r.stderr, what).toMatch(says);
+      expect(r.stderr, what).not.toMatch(/\n\s+at /);
+    }
+  });
+
   it('exits 4 when the store is unreachable', () => {
     const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', '--timeout', '2000', 'get', 'x'], { encoding: 'utf8', timeout: 20_000 });
     expect(r.status).toBe(4);
@@ -59,6 +79,36 @@ describe('kvctl', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^backup \d{8}T\d{9}Z complete\n {2}location: .+\n {2}keys: +\d+\n {2}bytes: +[1-9]\d*\n$/);
     expect(r.stdout).toContain(cluster.backupDir);
+  });
+
+  it('exits 0 without a stack trace when the reader of its output goes away (kvctl list | head -1)', async () => {
+    const kv = kvClient(cluster.address);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => kv.put(`epipe/${i}`, 'v')));
+    kv.close();
+    for (const args of [['list'], ['get', 'epipe/0']]) {
+      // The reading end is closed before kvctl writes anything: every write fails with EPIPE.
+      const child = spawn(process.execPath, [dist('cli/kvctl.js'), '--address', cluster.address, '--timeout', '3000', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+      clearTimeout(timer);
+      expect(code, `${args.join(' ')}: ${stderr}`).toBe(0);
+      expect(stderr).toBe('');
+    }
+  });
+
+  it('KV_CLIENT_TLS=false and =0 keep TLS off; another value is a usage error', () => {
+    // The gateway here is plaintext: with TLS on, the call could not connect (exit 4).
+    for (const value of ['false', '0', 'no', 'off']) {
+      const r = kvctl(['get', 'missing-key'], undefined, { KV_CLIENT_TLS: value });
+      expect(r.code, `KV_CLIENT_TLS=${value}: ${r.stderr}`).toBe(3);
+    }
+    expect(kvctl(['get', 'missing-key'], undefined, { KV_CLIENT_TLS: 'true' }).code).toBe(4);
+    const bad = kvctl(['get', 'x'], undefined, { KV_CLIENT_TLS: 'sure' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/value 'sure' from env 'KV_CLIENT_TLS' is invalid/);
   });
 
   it('--help lists the exit codes', () => {
@@ -82,6 +132,8 @@ describe('kvctl cluster', () => {
     expect(s.phase).toBe('stable');
     expect(s.members.map((m) => m.name)).toEqual(['worker-0', 'worker-1', 'worker-9']);
     expect(kvctl(['cluster', 'add', `worker-0=127.0.0.1:1`]).stderr).toMatch(/ALREADY_EXISTS: worker worker-0 is already a member/);
+    // A bad address is the caller's mistake (exit 2), not an internal error.
+    expect(kvctl(['cluster', 'add', 'worker-8=127.0.0.1:99999'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/INVALID_ARGUMENT: worker worker-8: port 99999/) });
     const removed = kvctl(['--timeout', '60000', 'cluster', 'remove', 'worker-9', '--wait', '--wait-timeout', '60000']);
     expect(removed.code, removed.stderr).toBe(0);
     expect(kvctl(['cluster', 'status']).stdout).not.toContain('worker-9');

@@ -83,6 +83,9 @@ describe('member list', () => {
     expect(() => parseMembers('Worker_0=h:1')).toThrow(/DNS label/);
     expect(() => parseMembers('w-0')).toThrow(/has no address/);
     expect(() => parseMembers('w-0=h')).toThrow(/host:port/);
+    expect(() => parseMembers('w-0=127.0.0.1:99999')).toThrow(/worker w-0: port 99999 in "127.0.0.1:99999" is not 1 to 65535/);
+    expect(() => parseMembers('w-0=127.0.0.1:0')).toThrow(/port 0 .* is not 1 to 65535/);
+    expect(() => parseMembers('w-0', '{name}.kv-worker:70000')).toThrow(/port 70000/);
     expect(() => parseMembers('w-0=h:1,w-0=h:2')).toThrow(/listed twice/);
   });
 });

@@ -12,7 +12,7 @@ import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { publicApi, workerApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir, intOption, logLevelOption, metricsOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
 import { internalTlsOptions, workerServerTls, type InternalTlsSettings } from '../shared/tls.js';
 import { directApi } from './direct-api.js';
 import { listenWorker } from './listener.js';
@@ -35,17 +35,14 @@ const program = new Command('kv-worker')
   .addOption(new Option('--data-dir <dir>', 'folder for this worker\'s database file').env(ENV.dataDir).default(DEFAULTS.dataDir))
   .addOption(new Option('--backup-dir <dir>', 'folder for snapshots (default: <data-dir>/backups)').env(ENV.backupDir))
   .addOption(new Option('--sync <mode>', 'durability: normal = survives process crash (WAL, fsync at checkpoint); full = fsync every commit (group commit per batch)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
-  .addOption(intOption('--max-db-pages <pages>', 'cap on database pages (PRAGMA max_page_count); 0 = unlimited', 'KV_MAX_DB_PAGES', 0))
-  .addOption(intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls', 'KV_SHUTDOWN_GRACE_MS', 10_000))
-  .addOption(
-    new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway')
-      .env(ENV.directApi)
-      .default(false),
-  )
   .addOption(metricsOption())
   .addOption(logLevelOption())
   .showHelpAfterError();
-for (const o of internalTlsOptions('worker')) program.addOption(o);
+addSwitch(
+  program,
+  new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway').env(ENV.directApi),
+);
+for (const o of [...workerTuningOptions(), shutdownGraceOption(), ...internalTlsOptions('worker')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
