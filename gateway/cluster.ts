@@ -112,10 +112,14 @@ export class Cluster {
     metrics?.addWorker(m.name);
     const up = metrics?.workerUp.labels(m.name);
     const errors = new Map<number, { inc(): void }>();
-    return new WorkerLink(m.name, m.address, { ...this.options.link, epoch: () => this.epoch }, {
+    const link: WorkerLink = new WorkerLink(m.name, m.address, { ...this.options.link, epoch: () => this.epoch }, {
       // One line per transition, not per failed request: while a worker is down, its requests fail
       // fast and are counted in kv_gateway_worker_errors_total instead of being logged one by one.
       onState: (isUp) => {
+        // A link closed because its worker left the ring (or moved) reports the close too: that must
+        // neither bring back the removed worker_up series as 0 (KvWorkerDown would fire for ever)
+        // nor overwrite the new link's state, nor log a lost connection nobody needs to act on.
+        if (this.links.get(m.name) !== link) return;
         up?.set(isUp ? 1 : 0);
         if (isUp) this.log.info({ worker: m.name, address: m.address }, 'worker connected');
         else this.log.warn({ worker: m.name, address: m.address }, 'worker connection lost');
@@ -131,6 +135,7 @@ export class Cluster {
         c.inc();
       },
     });
+    return link;
   }
 
   /** An address given at start-up (KV_MEMBERS) wins over a stored one: it is where the worker is now. */

@@ -43,6 +43,8 @@ export function createGatewayMetrics(registry: Registry) {
     labelNames: ['worker'],
     registers,
     collect() {
+      // Only the workers linked now: one that left the ring must not stay behind as a series.
+      this.reset();
       for (const [worker, n] of inflightSource()) this.labels(worker).set(n);
     },
   });

@@ -85,5 +85,15 @@ describe('online rebalancing', () => {
     // Moves on 3 → 5: only keys whose owner changed; checker keys add a little on top.
     expect(moved1).toBeGreaterThanOrEqual(predicted1 * 0.97);
     expect(moved1).toBeLessThanOrEqual(predicted1 + 8 * 100);
+
+    // The gateway's per-worker gauges name the members only: a removed worker left as worker_up 0
+    // would keep the KvWorkerDown alert firing (its link's late close used to write the series back).
+    const res = await fetch(`http://127.0.0.1:${cluster.gateway.listening!.metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) });
+    const text = await res.text();
+    for (const gauge of ['kv_gateway_worker_up', 'kv_gateway_worker_inflight']) {
+      const workers = [...text.matchAll(new RegExp(`^${gauge}\\{worker="([^"]+)"\\} (\\S+)$`, 'gm'))].map((m) => `${m[1]}=${m[2]}`);
+      expect(workers.map((w) => w.split('=')[0]).sort()).toEqual(['worker-0', 'worker-1']);
+      if (gauge === 'kv_gateway_worker_up') expect(workers.sort()).toEqual(['worker-0=1', 'worker-1=1']);
+    }
   }, 300_000);
 });
