@@ -7,10 +7,11 @@ import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifySet } from '../cli/restore.js';
-import type { BackupStatus } from '../shared/proto.js';
+import { snapshot } from '../gateway/worker-rpc.js';
+import { workerApi, type BackupStatus } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
 import { listSets, newBackupId, type Manifest, type PartManifest } from '../shared/backup-sets.js';
-import { kvClient, type KvClient } from './helpers/client.js';
+import { grpc, kvClient, type KvClient } from './helpers/client.js';
 import { Proc, TestCluster, dist } from './helpers/processes.js';
 
 let cluster: TestCluster;
@@ -158,6 +159,23 @@ describe('backup', () => {
     expect(g).toMatch(/^kv_gateway_backups_total\{outcome="success"\} [1-9]/m);
     expect(g).toMatch(/^kv_gateway_backups_total\{outcome="refused"\} 1$/m);
     expect(g).toMatch(/^kv_gateway_backup_sets_pruned_total [1-9]/m);
+  });
+
+  it('counts a refused snapshot as refused, not as a failed backup of the worker', async () => {
+    const worker = cluster.worker('worker-0').listening!;
+    const done = listSets(cluster.backupDir).filter((s) => s.state === 'complete').at(-1)!;
+    const client = new (workerApi().Worker)(`127.0.0.1:${worker.port}`, grpc.credentials.createInsecure());
+    try {
+      // The id of a set this worker already holds: refused, nothing overwritten.
+      await expect(snapshot(client, 'worker-0', done.id, 0, 10_000)).rejects.toThrow(/ALREADY_EXISTS/);
+    } finally {
+      client.close();
+    }
+    const w = await metrics(worker.metricsPort);
+    expect(w).toMatch(/^kv_worker_backups_total\{outcome="refused",worker="worker-0"\} 1$/m);
+    expect(w).toMatch(/^kv_worker_backups_total\{outcome="failure",worker="worker-0"\} 0$/m);
+    // So the KvBackupFailed alert (last_backup_success == 0) stays quiet.
+    expect(w).toMatch(/^kv_worker_last_backup_success\{worker="worker-0"\} 1$/m);
   });
 
   it('fails naming a worker that is down, and writes no manifest', async () => {

@@ -140,11 +140,11 @@ export function createWorkerMetrics(registry: Registry, store: Store, options: W
   });
   const backups = new Counter({
     name: `${P}worker_backups_total`,
-    help: 'Snapshot attempts by outcome (success, failure)',
+    help: 'Snapshot requests by outcome (success, failure; refused: not attempted, e.g. a duplicate id, a full queue, another membership epoch)',
     labelNames: ['outcome'],
     registers,
   });
-  for (const o of ['success', 'failure']) backups.labels(o).inc(0);
+  for (const o of ['success', 'failure', 'refused']) backups.labels(o).inc(0);
   // A restart must not make the last backup look missing (and fire the backup-age alert): the newest
   // snapshot file on disk is a verified one, since only a verified snapshot gets its final name.
   const found = newestSnapshot(options.backupDir, options.name);

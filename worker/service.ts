@@ -16,6 +16,9 @@ const SCAN_CHUNK = 5000;
 
 type ExchangeCall = grpc.ServerDuplexStream<OpBatch, ResultBatch>;
 
+/** Codes Snapshotter.take answers without attempting a snapshot (see worker/snapshot.ts). */
+const SNAPSHOT_REFUSALS = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.ALREADY_EXISTS, grpc.status.RESOURCE_EXHAUSTED]);
+
 export class WorkerService {
   private readonly exchanges = new Set<ExchangeCall>();
   private readonly sockets = new Set<ExchangeConnection>();
@@ -230,12 +233,17 @@ export class WorkerService {
   private async snapshot(backupId: string, epoch: number, cb: grpc.sendUnaryData<SnapshotReply>): Promise<void> {
     const m = this.metrics;
     const started = Date.now();
-    let outcome = 'failure';
+    let outcome: 'success' | 'failure' | 'refused' = 'failure';
+    // A refusal is not a failed backup of this worker: its last good snapshot stays good, and the
+    // KvBackupFailed alert (last_backup_success == 0) must not fire for a duplicate id or a migration.
+    let refused = false;
     try {
       const before = this.snapshotRefusal(epoch);
+      refused = before !== undefined;
       if (before) throw new KvError(grpc.status.FAILED_PRECONDITION, before);
       const r = await this.snapshots.take(backupId);
       const after = this.snapshotRefusal(epoch);
+      refused = after !== undefined;
       // The files stay; without the gateway's manifest they are an incomplete set, pruned later.
       if (after) throw new KvError(grpc.status.FAILED_PRECONDITION, `${after} (it changed while the snapshot was taken)`);
       outcome = 'success';
@@ -245,13 +253,22 @@ export class WorkerService {
       this.log.info({ backupId, file: r.file, keys: r.keys, bytes: r.bytes, seconds: r.seconds }, 'snapshot written');
       cb(null, { worker: this.name, ...r });
     } catch (err) {
-      m.backupSuccess.set(0);
-      this.log.error({ err, backupId }, 'snapshot failed');
+      // Snapshotter refuses before any work: a bad or duplicate id, a full queue.
+      if (err instanceof KvError && SNAPSHOT_REFUSALS.has(err.code)) refused = true;
+      if (refused) {
+        outcome = 'refused';
+        this.log.warn({ backupId, err: (err as Error).message }, 'snapshot refused');
+      } else {
+        m.backupSuccess.set(0);
+        this.log.error({ err, backupId }, 'snapshot failed');
+      }
       cb(toServiceError(err, this.log));
     } finally {
-      m.backupTimestamp.set(Date.now() / 1000);
-      m.backupDuration.set((Date.now() - started) / 1000);
-      m.backupSeconds.labels(outcome).observe((Date.now() - started) / 1000);
+      if (outcome !== 'refused') {
+        m.backupTimestamp.set(Date.now() / 1000);
+        m.backupDuration.set((Date.now() - started) / 1000);
+        m.backupSeconds.labels(outcome).observe((Date.now() - started) / 1000);
+      }
       m.backups.labels(outcome).inc();
     }
   }
