@@ -1,6 +1,7 @@
 // The Admin service: membership changes and cluster status for operators (kvctl cluster ...).
 import * as grpc from '@grpc/grpc-js';
-import { invalidArgument, toServiceError } from '../shared/errors.js';
+import { invalidArgument, statusName, toServiceError } from '../shared/errors.js';
+import { LogLimiter } from '../shared/log-limiter.js';
 import type { Logger } from '../shared/logger.js';
 import { participants, type MemberSpec } from '../shared/membership.js';
 import type { AdminWorkerStatus, ClusterStatus } from '../shared/proto.js';
@@ -18,12 +19,17 @@ export interface AdminDeps {
   statusTimeoutMs: number;
   /** Address of a worker given by bare name (Kubernetes: "{name}.kv-worker:50052"). */
   addressTemplate?: string;
+  /** Told the status code of every admin call (kv_gateway_admin_requests_total). */
+  onOutcome?: (rpc: string, code: string) => void;
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
 export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation {
   const { cluster, mover, log } = deps;
+  // Anyone who reaches the port can send admin calls with a wrong token: one line a second at most,
+  // naming the caller; the counter has every one.
+  const failureLog = new LogLimiter(1000);
 
   function handle<Req>(name: string, body: (req: Req) => Promise<ClusterStatus>): Unary<Req, ClusterStatus> {
     return (call, cb) => {
@@ -31,10 +37,19 @@ export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation
         .then(() => deps.authorize?.(call.metadata))
         .then(() => body(call.request))
         .then(
-          (res) => cb(null, res),
+          (res) => {
+            deps.onOutcome?.(name, 'OK');
+            cb(null, res);
+          },
           (err: unknown) => {
-            log.warn({ rpc: name, err: (err as Error).message }, 'admin call failed');
-            cb(toServiceError(err, log));
+            const e = toServiceError(err, log);
+            const code = statusName(e.code!);
+            deps.onOutcome?.(name, code);
+            const suppressed = failureLog.take();
+            if (suppressed !== undefined) {
+              log.warn({ rpc: name, code, peer: call.getPeer(), err: (err as Error).message, suppressedSinceLast: suppressed }, 'admin call failed');
+            }
+            cb(e);
           },
         );
     };

@@ -95,7 +95,15 @@ async function main(): Promise<void> {
   server.addService(strictService(api.KeyValueStore.service), kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs, metricsOn: opts.metrics === 'on' }));
   server.addService(
     adminApi().Admin.service,
-    adminService({ cluster, mover, log, statusTimeoutMs: 3000, addressTemplate: opts.workerAddressTemplate, authorize: (md) => adminAuth.check(md) }),
+    adminService({
+      cluster,
+      mover,
+      log,
+      statusTimeoutMs: 3000,
+      addressTemplate: opts.workerAddressTemplate,
+      authorize: (md) => adminAuth.check(md),
+      onOutcome: (rpc, code) => metrics.adminCall(rpc, code),
+    }),
   );
   const health = addHealth(server, [PUBLIC_SERVICE]);
   // Reflection describes only the definitions it is given: every service this server answers, so

@@ -98,6 +98,12 @@ export function createGatewayMetrics(registry: Registry) {
     registers,
   });
   for (const o of ['success', 'failure', 'refused']) backupRuns.labels(o).inc(0);
+  const adminRequests = new Counter({
+    name: `${P}gateway_admin_requests_total`,
+    help: 'Admin calls (kvctl cluster ...) by method and status code; UNAUTHENTICATED or PERMISSION_DENIED: a missing or wrong admin token',
+    labelNames: ['method', 'code'],
+    registers,
+  });
   backupPruned.inc(0);
 
   // Children resolved once: a labels() lookup per request is measurable on the hot path.
@@ -123,6 +129,9 @@ export function createGatewayMetrics(registry: Registry) {
       inflightSource = fn;
     },
     workerUp,
+    adminCall(method: string, code: string): void {
+      adminRequests.labels(method, code).inc();
+    },
     ringMembers,
     ringMember,
     fanout,

@@ -116,6 +116,24 @@ describe('admin RPCs with security on', () => {
     expect(kvctl({})).toBe(6);
   });
 
+  it('a flood of wrong tokens is counted one by one but logged at most once a second, naming the caller', async () => {
+    const logged = (): string[] => cluster.gateway.output.join('').split('\n').filter((l) => l.includes('"admin call failed"'));
+    const before = logged().length;
+    const started = Date.now();
+    const codes = await Promise.all(Array.from({ length: 200 }, () => adminStatus(cluster.address, adminMetadata(`${ADMIN_TOKEN}x`))));
+    const seconds = (Date.now() - started) / 1000;
+    expect(codes.every((c) => c === grpc.status.UNAUTHENTICATED)).toBe(true);
+    const lines = logged().slice(before);
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    expect(lines.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+    expect(JSON.parse(lines[0])).toMatchObject({ rpc: 'Status', code: 'UNAUTHENTICATED', peer: expect.stringMatching(/^(ipv4:)?127\.0\.0\.1:\d+$/) });
+    expect(lines.join('\n')).not.toContain(ADMIN_TOKEN);
+    const res = await fetch(`http://127.0.0.1:${cluster.gateway.listening!.metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) });
+    const count = Number(/^kv_gateway_admin_requests_total\{method="Status",code="UNAUTHENTICATED"\} (\d+)$/m.exec(await res.text())?.[1]);
+    // This test's 200, plus the refused calls of the test before.
+    expect(count).toBeGreaterThanOrEqual(200);
+  });
+
   it('are all refused with PERMISSION_DENIED by a TLS gateway that has no token configured', async () => {
     const gateway = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, ...gatewayArgs], {
       KV_ADMIN_TOKEN: '',

@@ -9,6 +9,7 @@ import { addHealth, drainServer, setAllHealth } from '../shared/grpc-server.js';
 import { workerServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
 import { handleStops } from '../shared/lifecycle.js';
+import { LogLimiter } from '../shared/log-limiter.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { publicApi, workerApi } from '../shared/proto.js';
@@ -79,19 +80,12 @@ async function main(): Promise<void> {
   const metrics = createWorkerMetrics(registry, store, { dataDir: opts.dataDir, backupDir, name: opts.name });
   // Every SQLite error is counted; the log gets one line per error, but at most one a second: a full
   // disk fails every write, and thousands of identical lines a second would bury everything else.
-  let lastLogged = 0;
-  let suppressed = 0;
+  const sqliteLog = new LogLimiter(1000);
   store.onSqliteError = (err) => {
     const code = (err as { code?: string }).code ?? 'unknown';
     metrics.sqliteErrors.inc({ sqlite_code: code });
-    const now = Date.now();
-    if (now - lastLogged < 1000) {
-      suppressed++;
-      return;
-    }
-    log.error({ err, sqliteCode: code, suppressedSinceLast: suppressed }, 'sqlite error');
-    lastLogged = now;
-    suppressed = 0;
+    const suppressed = sqliteLog.take();
+    if (suppressed !== undefined) log.error({ err, sqliteCode: code, suppressedSinceLast: suppressed }, 'sqlite error');
   };
   store.onOp = metrics.observeOp;
 
