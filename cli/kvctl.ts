@@ -15,10 +15,12 @@ import { resolveSetDir, restore, verifySet } from './restore.js';
 type Cb = (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void;
 
 // `kvctl list | head -1`: the reader took what it wanted and closed the pipe. That is not kvctl's
-// failure, so it stops quietly with 0, as a script under `set -o pipefail` needs (a C tool would die
-// of SIGPIPE, which Node ignores, and print nothing either). Any other stdout error is a failure.
+// failure, so it stops quietly, as a script under `set -o pipefail` needs (a C tool would die of
+// SIGPIPE, which Node ignores, and print nothing either): with 0, unless the command had already
+// failed (`kvctl backup | true` after a failed backup must still say so). Any other stdout error
+// is a failure.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(EXIT.OK);
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.OK);
   process.stderr.write(`kvctl: cannot write the output: ${err.message}\n`);
   process.exit(EXIT.FAILED);
 });
