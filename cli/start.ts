@@ -5,7 +5,7 @@ import { adminTokenFileOption } from '../shared/auth.js';
 import { createLogger } from '../shared/logger.js';
 import { DEFAULTS, ENV, gatewayTuningOptions, intOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
 import { internalTlsOptions, publicTlsOptions, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
-import { STOP_MARGIN_MS, Supervised, scriptPath } from './supervisor.js';
+import { Supervised, scriptPath, stopTimeoutFor } from './supervisor.js';
 
 const program = new Command('kvstore')
   .description('Start the embedded kvstore: a gateway and N worker processes on this machine, restarted if they die')
@@ -45,7 +45,7 @@ const opts = program.opts<{
 checkPortRanges();
 const log = createLogger('supervisor', opts.logLevel);
 // A child drains for up to the grace, then closes its links, database and HTTP server.
-const stopTimeoutMs = opts.shutdownGraceMs + STOP_MARGIN_MS;
+const stopTimeoutMs = stopTimeoutFor(opts.shutdownGraceMs);
 
 /** `--flag value` for each of `options` set on this command line or by its env var; defaults stay the child's. */
 function passOn(options: Option[]): string[] {

@@ -4,6 +4,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/logger.js';
+import { TIMER_MS } from '../shared/settings.js';
 
 export interface ChildSpec {
   name: string;
@@ -25,6 +26,14 @@ interface Listening {
  * database and the HTTP server. A fixed 15 s used to cut a grace above 10 s short with SIGKILL.
  */
 export const STOP_MARGIN_MS = 5_000;
+
+/**
+ * How long to wait for a child given its shutdown grace: the grace plus the margin, capped where
+ * Node's timers end (2^31-1 ms; a larger delay fires at once, which killed every child on stop).
+ */
+export function stopTimeoutFor(graceMs: number): number {
+  return Math.min(graceMs + STOP_MARGIN_MS, TIMER_MS.max);
+}
 const MAX_BACKOFF_MS = 5_000;
 
 export const scriptPath = (relative: string): string => fileURLToPath(new URL(relative, import.meta.url));

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Supervised } from '../cli/supervisor.js';
+import { Supervised, stopTimeoutFor } from '../cli/supervisor.js';
 import { createLogger } from '../shared/logger.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvstore-supervisor-'));
@@ -41,5 +41,13 @@ describe('Supervised.stop', () => {
 
   it('kills a child that is still stopping when the timeout is up', async () => {
     expect(await stopWith(300)).toEqual({ code: null, signal: 'SIGKILL' });
+  });
+
+  it('waits the grace plus a margin, never past what a Node timer can hold', async () => {
+    expect(stopTimeoutFor(12_000)).toBe(17_000);
+    // The largest grace the servers accept: grace + margin would overflow the timer, which then
+    // fires at once and killed every child the moment the store stopped.
+    expect(stopTimeoutFor(2_147_483_647)).toBe(2_147_483_647);
+    expect(await stopWith(stopTimeoutFor(2_147_483_647))).toEqual({ code: 0, signal: null });
   });
 });
