@@ -185,7 +185,7 @@ export class BackupCoordinator {
     }
     this.log.info({ backupId: id, keys: manifest.total_keys, bytes: manifest.total_bytes, seconds: manifest.duration_seconds }, 'backup complete');
     this.observer?.finished('success', manifest.duration_seconds, manifest.total_bytes);
-    const retention = await this.applyRetention().catch((err: unknown) => {
+    const retention = await this.applyRetention(id).catch((err: unknown) => {
       // The new set is complete either way; a failed prune only leaves old sets behind.
       this.log.error({ err }, 'backup retention failed');
       return `; retention failed: ${(err as Error).message}`;
@@ -206,11 +206,13 @@ export class BackupCoordinator {
    * folders in the gateway's own backup dir, then asks every worker to delete its own files of sets
    * older than the oldest kept one, which matters when workers have volumes of their own.
    */
-  private async applyRetention(): Promise<string> {
+  private async applyRetention(written: string): Promise<string> {
     const sets = listSets(this.options.backupDir);
     // A set younger than this may still be written by another gateway (see setsToPrune).
     const runningForMs = this.options.timeoutMs + STILL_RUNNING_MARGIN_MS;
-    const doomed = setsToPrune(sets, this.options.keep, runningForMs);
+    // Never the set just written, which this call is about to report: another gateway's backup may
+    // have finished meanwhile with a newer id, and with keep 1 the rule alone would delete ours.
+    const doomed = setsToPrune(sets, this.options.keep, runningForMs).filter((s) => s.id !== written);
     for (const s of doomed) await rm(s.dir, { recursive: true, force: true });
     if (doomed.length > 0) {
       this.log.info({ pruned: doomed.map((s) => `${s.id} (${s.state})`), keep: this.options.keep }, 'old backup sets deleted');
@@ -220,7 +222,8 @@ export class BackupCoordinator {
     // Workers are told to prune only once `keep` complete sets exist: before that, a worker's older
     // files may belong to a set another gateway replica recorded as complete.
     if (complete.length < this.options.keep) return '';
-    const before = complete.slice(-this.options.keep)[0];
+    const oldestKept = complete.slice(-this.options.keep)[0];
+    const before = written < oldestKept ? written : oldestKept;
     const { failed } = await fanout(this.cluster.all(), (link) => prune(link.client, link.name, before, runningForMs, 60_000));
     if (failed.length > 0) {
       this.log.warn({ failed }, 'some workers could not prune old backup files');

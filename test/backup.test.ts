@@ -178,6 +178,44 @@ describe('backup', () => {
     expect(w).toMatch(/^kv_worker_last_backup_success\{worker="worker-0"\} 1$/m);
   });
 
+  it('with keep 1, an older set that finishes after a newer one survives its own retention', async () => {
+    // Two gateways sharing the backup folder, each keeping one set: B starts first (older id) but is
+    // held up; A's backup completes meanwhile. B's retention must not delete the set it just wrote.
+    const start = async (): Promise<{ proc: Proc; kv: KvClient }> => {
+      const proc = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, '--backup-keep', '1']);
+      const l = await proc.start();
+      return { proc, kv: kvClient(`127.0.0.1:${l.port}`, 60_000) };
+    };
+    const a = await start();
+    const b = await start();
+    try {
+      const sets = (): string[] => (existsSync(cluster.backupDir) ? readdirSync(cluster.backupDir) : []);
+      const existing = new Set(sets());
+      const pendingB = backup(b.kv);
+      // Hold B as soon as its set folder exists.
+      const deadline = Date.now() + 10_000;
+      while (!sets().some((d) => !existing.has(d)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+      b.proc.kill('SIGSTOP');
+      let ra: BackupStatus;
+      try {
+        ra = await backup(a.kv);
+      } finally {
+        b.proc.kill('SIGCONT');
+      }
+      const rb = await pendingB;
+      expect(ra.success, ra.message).toBe(true);
+      expect(rb.success, rb.message).toBe(true);
+      expect(rb.backup_id < ra.backup_id).toBe(true);
+      for (const r of [rb, ra]) expect(verifySet(r.location).manifest.id).toBe(r.backup_id);
+    } finally {
+      for (const g of [a, b]) {
+        g.kv.close();
+        g.proc.kill('SIGCONT');
+        await g.proc.stop();
+      }
+    }
+  });
+
   it('fails naming a worker that is down, and writes no manifest', async () => {
     await cluster.worker('worker-2').stop();
     const r = await backup();
