@@ -241,16 +241,25 @@ export class Cluster {
 
   private async doRefresh(): Promise<void> {
     const t = this.options.controlTimeoutMs;
-    const asked = participants(this.current().state);
-    const replies = await Promise.allSettled(asked.map((m) => this.withClient(m, (c) => getMembership(c, m.name, t))));
     let best = this.current().state;
-    for (const r of replies) {
-      if (r.status !== 'fulfilled' || !r.value.state_json) continue;
-      const s = decodeState(r.value.state_json);
-      if (s.epoch > best.epoch) best = s;
+    // Each worker asked, with the epoch it answered (undefined: no answer).
+    const asked = new Map<string, { m: MemberSpec; epoch: number | undefined }>();
+    // A newer state can name workers the older one did not (one added by another gateway); they are
+    // asked too, so one that missed the newest state is brought up to it like the others.
+    for (let round = 0; round < 2; round++) {
+      const toAsk = participants(best).filter((m) => !asked.has(m.name));
+      if (toAsk.length === 0) break;
+      const replies = await Promise.allSettled(toAsk.map((m) => this.withClient(m, (c) => getMembership(c, m.name, t))));
+      replies.forEach((r, i) => {
+        asked.set(toAsk[i].name, { m: toAsk[i], epoch: r.status === 'fulfilled' ? r.value.epoch : undefined });
+        if (r.status !== 'fulfilled' || !r.value.state_json) return;
+        const s = decodeState(r.value.state_json);
+        if (s.epoch > best.epoch) best = s;
+      });
     }
     if (best.epoch > this.epoch) this.install(best);
-    await this.propagate(this.current().state, replies.map((r, i) => (r.status === 'fulfilled' && r.value.epoch < best.epoch ? asked[i] : undefined)));
+    const behind = [...asked.values()].filter((a) => a.epoch !== undefined && a.epoch < best.epoch).map((a) => a.m);
+    await this.propagate(this.current().state, behind);
   }
 
   /** Pushes a state to workers (propagation: a higher epoch replaces a lower one). Best effort. */

@@ -4,6 +4,8 @@
 // Delete: the mover would see the Delete's tombstone on the new owner and drop that write, losing
 // an acknowledged Put. Two in-process gateway Clusters (gateway/cluster.ts, the routing a gateway
 // runs) drive real worker processes; a real gateway process then finishes the migration.
+// Also: a gateway that slept through a whole migration (a worker added, then the migration ended)
+// brings the added worker up to the newest state if that worker missed it.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +41,40 @@ afterAll(async () => {
   for (const w of procs?.workers.values() ?? []) w.kill('SIGCONT');
   for (const g of gateways) await g.close(0);
   await procs?.stop();
+});
+
+describe('a gateway that missed a whole migration', () => {
+  it('brings a worker the newer state added, and which missed its end, up to date', async () => {
+    const others = new TestCluster(mkdtempSync(join(tmpdir(), 'kvstore-stale-')), true, {});
+    const clients: grpc.Client[] = [];
+    try {
+      for (const n of NAMES) await others.startWorker(n);
+      const members = NAMES.map((name) => ({ name, address: `127.0.0.1:${others.worker(name).listening!.port}` }));
+      for (const m of members) clients.push(new (workerApi().Worker)(m.address, grpc.credentials.createInsecure()));
+      // This gateway knows the first three workers, at epoch 1.
+      const gateway = gatewayCluster(members.slice(0, 3));
+      await gateway.bootstrap();
+      expect(gateway.epoch).toBe(1);
+      // Meanwhile another gateway adds worker-3 (epoch 2) and ends the migration (epoch 3), but the
+      // push of epoch 3 never reaches worker-3.
+      const set = (i: number, state: MembershipState, expected: number) =>
+        setMembership(clients[i], NAMES[i], { expected_epoch: expected, state_json: encodeState(state), propagate: expected === 0 }, 5000);
+      const migrating: MembershipState = { epoch: 2, members, previous: members.slice(0, 3) };
+      const stable: MembershipState = { epoch: 3, members, previous: null };
+      expect((await set(0, migrating, 1)).applied).toBe(true);
+      for (const i of [1, 2, 3]) await set(i, migrating, 0);
+      expect((await set(0, stable, 2)).applied).toBe(true);
+      for (const i of [1, 2]) await set(i, stable, 0);
+
+      await gateway.refresh();
+      expect(gateway.epoch).toBe(3);
+      // Left at epoch 2, worker-3 would refuse this gateway's requests (and its Backup's snapshot).
+      expect(Number((await workerStatus(clients[3], 'worker-3', 5000)).epoch)).toBe(3);
+    } finally {
+      for (const c of clients) c.close();
+      await others.stop();
+    }
+  });
 });
 
 describe('a gateway on the old epoch, right after a migration starts', () => {
