@@ -9,9 +9,10 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setMembership } from '../gateway/worker-rpc.js';
 import { encodeState, type MembershipState } from '../shared/membership.js';
-import { OpType, workerApi, type OpBatch, type OpResult, type OpTypeValue, type ResultBatch } from '../shared/proto.js';
+import { OpType, workerApi, type OpResult, type OpTypeValue } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
 import { Proc, dist } from './helpers/processes.js';
+import { exchange } from './helpers/worker-client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvstore-tomb-'));
 let worker: Proc;
@@ -30,17 +31,7 @@ afterAll(async () => {
 });
 
 /** One op through the gRPC form of the exchange, at `epoch`. */
-function op(epoch: number, type: OpTypeValue, key: string, value = ''): Promise<OpResult> {
-  return new Promise((resolve, reject) => {
-    const call = (client as unknown as { Exchange(o: grpc.CallOptions): grpc.ClientDuplexStream<OpBatch, ResultBatch> }).Exchange({ deadline: Date.now() + 10_000 });
-    call.on('data', (b: ResultBatch) => {
-      resolve(b.results[0]);
-      call.end();
-    });
-    call.on('error', reject);
-    call.write({ epoch, ops: [{ id: 1, type, key, value }] });
-  });
-}
+const op = async (epoch: number, type: OpTypeValue, key: string, value = ''): Promise<OpResult> => (await exchange(client, epoch, [{ id: 1, type, key, value }]))[0];
 
 const install = (state: MembershipState) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
 

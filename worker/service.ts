@@ -244,8 +244,10 @@ export class WorkerService {
       const r = await this.snapshots.take(backupId);
       const after = this.snapshotRefusal(epoch);
       refused = after !== undefined;
-      // The files stay; without the gateway's manifest they are an incomplete set, pruned later.
-      if (after) throw new KvError(grpc.status.FAILED_PRECONDITION, `${after} (it changed while the snapshot was taken)`);
+      if (after) {
+        await this.snapshots.discard(backupId);
+        throw new KvError(grpc.status.FAILED_PRECONDITION, `${after} (it changed while the snapshot was taken, which was discarded)`);
+      }
       outcome = 'success';
       m.backupSuccess.set(1);
       m.backupBytes.set(r.bytes);

@@ -84,6 +84,17 @@ export class Snapshotter {
   }
 
   /**
+   * Deletes this worker's files of a snapshot it took but may not keep (the membership changed while
+   * it was taken): without them no one can rebuild a set from the parts (kvctl --from-parts) that
+   * mixes two rings.
+   */
+  async discard(backupId: string): Promise<void> {
+    const dir = join(this.backupDir, backupId);
+    for (const f of [partManifestFile(this.worker), partFile(this.worker)]) await rm(join(dir, f), { force: true });
+    await rmdir(dir).catch(() => undefined);
+  }
+
+  /**
    * Retention on this worker's own volume: deletes this worker's files of every set older than
    * `before` (the oldest set the gateway keeps). Only this worker's files: in the embedded setup the
    * folder is shared with the other workers and the gateway's manifest. A set that is running or

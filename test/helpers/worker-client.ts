@@ -1,6 +1,6 @@
 // Direct calls to a worker's internal service, for tests that inspect where keys live.
 import * as grpc from '@grpc/grpc-js';
-import { workerApi, type KeyChunk } from '../../shared/proto.js';
+import { workerApi, type KeyChunk, type Op, type OpBatch, type OpResult, type ResultBatch } from '../../shared/proto.js';
 
 export function scanWorkerKeys(port: number): Promise<string[]> {
   const client = new (workerApi().Worker)(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
@@ -19,5 +19,18 @@ export function scanWorkerKeys(port: number): Promise<string[]> {
       client.close();
       resolve(keys);
     });
+  });
+}
+
+/** One batch through the gRPC form of a worker's exchange, at `epoch`: its results, in order. */
+export function exchange(client: grpc.Client, epoch: number, ops: Op[]): Promise<OpResult[]> {
+  return new Promise((resolve, reject) => {
+    const call = (client as unknown as { Exchange(o: grpc.CallOptions): grpc.ClientDuplexStream<OpBatch, ResultBatch> }).Exchange({ deadline: Date.now() + 30_000 });
+    call.on('data', (b: ResultBatch) => {
+      resolve(b.results);
+      call.end();
+    });
+    call.on('error', reject);
+    call.write({ epoch, ops });
   });
 }
