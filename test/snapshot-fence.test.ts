@@ -2,32 +2,26 @@
 // is being taken (a migration starts), the worker refuses it after the fact and deletes the files it
 // wrote, so nothing (not even kvctl restore --from-parts) can rebuild a set that mixes two rings.
 // A real worker process with a database big enough that the snapshot takes a while.
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setMembership, snapshot } from '../gateway/worker-rpc.js';
 import { newBackupId } from '../shared/backup-sets.js';
 import { encodeState, type MembershipState } from '../shared/membership.js';
-import { OpType, workerApi } from '../shared/proto.js';
-import { Proc, dist } from './helpers/processes.js';
-import { exchange } from './helpers/worker-client.js';
+import { OpType } from '../shared/proto.js';
+import { exchange, startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'kvstore-fence-'));
-let worker: Proc;
+let worker: LoneWorker;
 let client: grpc.Client;
 
 beforeAll(async () => {
-  worker = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
-  const l = await worker.start();
-  client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
+  worker = await startLoneWorker('kvstore-fence-');
+  client = worker.client;
 });
 
 afterAll(async () => {
-  client?.close();
   await worker?.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 const install = (state: MembershipState) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
@@ -52,7 +46,7 @@ describe('snapshot fence', () => {
     // A migration starts while the snapshot runs.
     expect((await install({ epoch: 2, members: [self, { name: 'worker-1', address: '127.0.0.1:2' }], previous: [self] })).applied).toBe(true);
     expect(await taking).toMatch(/FAILED_PRECONDITION: worker worker-0 is at membership epoch 2, not the backup's 1.*changed while the snapshot was taken/);
-    const setDir = join(dir, 'backups', id);
+    const setDir = join(worker.dir, 'backups', id);
     expect(existsSync(setDir) ? readdirSync(setDir) : []).toEqual([]);
   });
 });

@@ -2,32 +2,24 @@
 // was unreachable when it was pushed) and next installs a later migration must not carry the old
 // tombstones into it: the mover's COPY never passes a tombstone, so a stale one would make it skip a
 // live key, which the old owner then drops. A real worker process, driven through its internal API.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setMembership } from '../gateway/worker-rpc.js';
 import { encodeState, type MembershipState } from '../shared/membership.js';
-import { OpType, workerApi, type OpResult, type OpTypeValue } from '../shared/proto.js';
+import { OpType, type OpResult, type OpTypeValue } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
-import { Proc, dist } from './helpers/processes.js';
-import { exchange } from './helpers/worker-client.js';
+import { exchange, startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'kvstore-tomb-'));
-let worker: Proc;
+let worker: LoneWorker;
 let client: grpc.Client;
 
 beforeAll(async () => {
-  worker = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
-  const l = await worker.start();
-  client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
+  worker = await startLoneWorker('kvstore-tomb-');
+  client = worker.client;
 });
 
 afterAll(async () => {
-  client?.close();
   await worker?.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** One op through the gRPC form of the exchange, at `epoch`. */

@@ -1,6 +1,10 @@
 // Direct calls to a worker's internal service, for tests that inspect where keys live.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { workerApi, type KeyChunk, type Op, type OpBatch, type OpResult, type ResultBatch } from '../../shared/proto.js';
+import { Proc, dist } from './processes.js';
 
 export function scanWorkerKeys(port: number): Promise<string[]> {
   const client = new (workerApi().Worker)(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
@@ -33,4 +37,30 @@ export function exchange(client: grpc.Client, epoch: number, ops: Op[]): Promise
     call.on('error', reject);
     call.write({ epoch, ops });
   });
+}
+
+export interface LoneWorker {
+  proc: Proc;
+  client: grpc.Client;
+  /** Its data folder (removed by stop). */
+  dir: string;
+  stop(): Promise<void>;
+}
+
+/** One real worker process named worker-0 in a temp folder, with a client of its internal API. */
+export async function startLoneWorker(prefix: string): Promise<LoneWorker> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const proc = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
+  const l = await proc.start();
+  const client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
+  return {
+    proc,
+    client,
+    dir,
+    async stop() {
+      client.close();
+      await proc.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
