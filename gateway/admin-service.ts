@@ -27,9 +27,10 @@ type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnary
 
 export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation {
   const { cluster, mover, log } = deps;
-  // Anyone who reaches the port can send admin calls with a wrong token: one line a second at most,
-  // naming the caller; the counter has every one.
-  const failureLog = new LogLimiter(1000);
+  // Anyone who reaches the port can send admin calls with a wrong token: those are logged one line a
+  // second at most, naming the caller; the counter has every one. Failures of calls that passed the
+  // token check (an operator's cluster add/remove) are always logged: a flood must not hide them.
+  const refusedLog = new LogLimiter(1000);
 
   function handle<Req>(name: string, body: (req: Req) => Promise<ClusterStatus>): Unary<Req, ClusterStatus> {
     return (call, cb) => {
@@ -45,9 +46,11 @@ export function adminService(deps: AdminDeps): grpc.UntypedServiceImplementation
             const e = toServiceError(err, log);
             const code = statusName(e.code!);
             deps.onOutcome?.(name, code);
-            const suppressed = failureLog.take();
-            if (suppressed !== undefined) {
-              log.warn({ rpc: name, code, peer: call.getPeer(), err: (err as Error).message, suppressedSinceLast: suppressed }, 'admin call failed');
+            const fields = { rpc: name, code, peer: call.getPeer(), err: (err as Error).message };
+            if (e.code !== grpc.status.UNAUTHENTICATED && e.code !== grpc.status.PERMISSION_DENIED) log.warn(fields, 'admin call failed');
+            else {
+              const suppressed = refusedLog.take();
+              if (suppressed !== undefined) log.warn({ ...fields, suppressedSinceLast: suppressed }, 'admin call refused');
             }
             cb(e);
           },
