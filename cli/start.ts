@@ -121,7 +121,8 @@ async function main(): Promise<void> {
     const port = basePort === 0 ? 0 : basePort + i;
     const metricsPort = opts.metricsPort === 0 ? 0 : opts.metricsPort + 1 + i;
     const args = ['--name', name, '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--sync', opts.sync, ...common, ...passOn(toWorkers), ...internalTls];
-    const proc = new Supervised({ name, script: scriptPath('../worker/main.js'), args, stopTimeoutMs }, log);
+    // The admin token is the gateway's alone: a worker never checks it, so it does not get a copy.
+    const proc = new Supervised({ name, script: scriptPath('../worker/main.js'), args, stopTimeoutMs, withoutEnv: [ENV.adminToken] }, log);
     started.push(proc);
     return { name, args, proc };
   });

@@ -12,6 +12,8 @@ export interface ChildSpec {
   args: string[];
   /** How long a stop waits for the child to exit after SIGTERM before SIGKILL. */
   stopTimeoutMs: number;
+  /** Variables of the supervisor's environment this child must not inherit (secrets it has no use for). */
+  withoutEnv?: string[];
 }
 
 interface Listening {
@@ -60,7 +62,9 @@ export class Supervised {
       // that got it too would stop at once, while the gateway still drains calls that need them; the
       // supervisor stops them in order instead. A child whose supervisor dies stops itself when the IPC
       // channel closes (shared/lifecycle.ts).
-      const child = fork(this.spec.script, this.spec.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
+      const env = { ...process.env };
+      for (const name of this.spec.withoutEnv ?? []) delete env[name];
+      const child = fork(this.spec.script, this.spec.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true, env });
       this.child = child;
       let reported = false;
       child.on('message', (msg: Listening) => {

@@ -79,6 +79,11 @@ describe('secrets in logs and metrics', () => {
     process.kill(pid, 'SIGKILL');
     await waitFor('the worker to be restarted', async () => store.workerPids.get(victim) !== pid, 20_000);
 
+    // The token is the gateway's alone: no worker, restarted ones included, inherits a copy of it.
+    const environ = (pid: number): string => readFileSync(`/proc/${pid}/environ`, 'latin1');
+    expect(environ(store.proc.pid)).toContain(`KV_ADMIN_TOKEN=${TOKEN}`);
+    for (const [name, pid] of store.workerPids) expect(environ(pid), name).not.toContain(TOKEN);
+
     const output = store.proc.output.join('');
     // The scan saw real startup lines, with the security modes but not their secrets.
     expect(output).toContain('"msg":"gateway listening"');
