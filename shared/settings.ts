@@ -91,7 +91,8 @@ const SWITCH_WORDS: Record<string, boolean> = { true: true, '1': true, yes: true
 /**
  * Adds an on/off flag (`--tls`) whose env var says on or off. commander takes any value of a flag's
  * env var as "on", so KV_DIRECT_API=false turned the direct API on; here the value is read as
- * true/false, 1/0, yes/no or on/off, and anything else is a usage error naming the variable.
+ * true/false, 1/0, yes/no or on/off (empty: unset, so off), and anything else is a usage error
+ * naming the variable.
  */
 export function addSwitch(cmd: Command, option: Option): Command {
   if (!option.envVar || !option.isBoolean()) throw new Error(`${option.flags}: a switch is a flag without a value, with an env var`);
@@ -101,6 +102,11 @@ export function addSwitch(cmd: Command, option: Option): Command {
   // by addOption, has just set the value to true, and this one runs after it.
   cmd.on(`optionEnv:${option.name()}`, () => {
     const raw = process.env[env] ?? '';
+    // Set but empty (a blank ConfigMap value, `KV_DIRECT_API= cmd`) reads as unset, not as an error.
+    if (raw.trim() === '') {
+      cmd.setOptionValueWithSource(option.attributeName(), false, 'default');
+      return;
+    }
     const on = SWITCH_WORDS[raw.trim().toLowerCase()];
     if (on === undefined) {
       cmd.error(`error: option '${option.flags}' value '${raw}' from env '${env}' is invalid. expected true/false, 1/0, yes/no or on/off`, { code: 'commander.invalidArgument' });

@@ -36,13 +36,14 @@ async function servesPublicApi(name: string, args: string[], env: Record<string,
 
 describe('KV_DIRECT_API', () => {
   it.each([
+    ['', false],
     ['false', false],
     ['0', false],
     ['off', false],
     ['true', true],
     ['YES', true],
   ] as const)('KV_DIRECT_API=%s: serves the public API: %s', async (value, on) => {
-    expect(await servesPublicApi(`w-${value.toLowerCase()}`, [], { KV_DIRECT_API: value })).toBe(on);
+    expect(await servesPublicApi(`w-${value.toLowerCase() || 'empty'}`, [], { KV_DIRECT_API: value })).toBe(on);
   });
 
   it('the flag on the command line wins over the env var', async () => {
