@@ -110,13 +110,16 @@ async function main(): Promise<void> {
   // `grpcurl ... grpc.health.v1.Health/Check` and the admin RPCs work without proto files too.
   new ReflectionService({ ...api.definition, ...adminApi().definition, ...healthDefinition() }).addToServer(server);
   const port = await bindServer(server, opts.host, opts.port, publicTls.credentials);
-  // Serving (health, readiness) only once the membership is known; requests before that get UNAVAILABLE.
-  setAllHealth(health, [PUBLIC_SERVICE], 'NOT_SERVING');
+  // The public service is SERVING (readiness) only once the membership is known; requests before that
+  // get UNAVAILABLE. The overall status "" (the liveness probe) says the process is alive: on a first
+  // install the membership needs every seed worker, and a gateway killed for waiting on a worker that
+  // is still being scheduled would only come back later.
+  health.setStatus(PUBLIC_SERVICE, 'NOT_SERVING');
   let ready = false;
   void cluster.bootstrap().then(() => {
     if (stopping) return;
     ready = true;
-    setAllHealth(health, [PUBLIC_SERVICE], 'SERVING');
+    health.setStatus(PUBLIC_SERVICE, 'SERVING');
     log.info({ epoch: cluster.epoch, members: cluster.members.map((m) => m.name) }, 'gateway serving');
     // The supervisor (and tests) treat this as "ready for traffic".
     lifecycle.tellSupervisor({ type: 'listening', name: 'gateway', port, metricsPort: http.port });
