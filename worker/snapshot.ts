@@ -89,9 +89,27 @@ export class Snapshotter {
    * mixes two rings.
    */
   async discard(backupId: string): Promise<void> {
-    const dir = join(this.backupDir, backupId);
-    for (const f of [partManifestFile(this.worker), partFile(this.worker)]) await rm(join(dir, f), { force: true });
+    await this.removeMine(backupId);
+  }
+
+  /**
+   * Deletes this worker's files of set `id` (final or partial), then the folder if nothing else is in
+   * it (in the embedded setup it holds the other workers' files and the gateway's manifest too).
+   * True if any file was there.
+   */
+  private async removeMine(id: string): Promise<boolean> {
+    const dir = join(this.backupDir, id);
+    const mine = [partFile(this.worker), `${partFile(this.worker)}.partial`, partManifestFile(this.worker), `${partManifestFile(this.worker)}.partial`];
+    let touched = false;
+    for (const f of mine) {
+      if (existsSync(join(dir, f))) {
+        await rm(join(dir, f), { force: true });
+        touched = true;
+      }
+    }
+    // ENOTEMPTY: others' files remain; fine.
     await rmdir(dir).catch(() => undefined);
+    return touched;
   }
 
   /**
@@ -113,20 +131,7 @@ export class Snapshotter {
     const pruned: string[] = [];
     const now = Date.now();
     const doomed = names.filter((n) => BACKUP_ID.test(n) && n < before && !this.pending.has(n) && !mayStillRun(n, minAgeMs, now));
-    for (const id of doomed.sort()) {
-      const dir = join(this.backupDir, id);
-      const mine = [partFile(this.worker), `${partFile(this.worker)}.partial`, partManifestFile(this.worker), `${partManifestFile(this.worker)}.partial`];
-      let touched = false;
-      for (const f of mine) {
-        if (existsSync(join(dir, f))) {
-          await rm(join(dir, f), { force: true });
-          touched = true;
-        }
-      }
-      // Remove the folder once nothing is left in it (ENOTEMPTY: others' files remain; fine).
-      await rmdir(dir).catch(() => undefined);
-      if (touched) pruned.push(id);
-    }
+    for (const id of doomed.sort()) if (await this.removeMine(id)) pruned.push(id);
     return pruned;
   }
 
