@@ -236,17 +236,14 @@ export class WorkerService {
     let outcome: 'success' | 'failure' | 'refused' = 'failure';
     // A refusal is not a failed backup of this worker: its last good snapshot stays good, and the
     // KvBackupFailed alert (last_backup_success == 0) must not fire for a duplicate id or a migration.
-    let refused = false;
+    let refusal = this.snapshotRefusal(epoch);
     try {
-      const before = this.snapshotRefusal(epoch);
-      refused = before !== undefined;
-      if (before) throw new KvError(grpc.status.FAILED_PRECONDITION, before);
+      if (refusal) throw new KvError(grpc.status.FAILED_PRECONDITION, refusal);
       const r = await this.snapshots.take(backupId);
-      const after = this.snapshotRefusal(epoch);
-      refused = after !== undefined;
-      if (after) {
+      refusal = this.snapshotRefusal(epoch);
+      if (refusal) {
         await this.snapshots.discard(backupId);
-        throw new KvError(grpc.status.FAILED_PRECONDITION, `${after} (it changed while the snapshot was taken, which was discarded)`);
+        throw new KvError(grpc.status.FAILED_PRECONDITION, `${refusal} (it changed while the snapshot was taken, which was discarded)`);
       }
       outcome = 'success';
       m.backupSuccess.set(1);
@@ -256,8 +253,7 @@ export class WorkerService {
       cb(null, { worker: this.name, ...r });
     } catch (err) {
       // Snapshotter refuses before any work: a bad or duplicate id, a full queue.
-      if (err instanceof KvError && SNAPSHOT_REFUSALS.has(err.code)) refused = true;
-      if (refused) {
+      if (refusal !== undefined || (err instanceof KvError && SNAPSHOT_REFUSALS.has(err.code))) {
         outcome = 'refused';
         this.log.warn({ backupId, err: (err as Error).message }, 'snapshot refused');
       } else {
