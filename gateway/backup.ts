@@ -3,8 +3,8 @@
 // at a time per gateway (a second call is refused with a message naming the running one); workers
 // serialize snapshots, which covers several gateways.
 import { mkdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
-import { ensureDir } from '../shared/data-dir.js';
 import { join } from 'node:path';
+import { ensureDir } from '../shared/data-dir.js';
 import {
   FAILED_FILE,
   MANIFEST_FILE,
@@ -54,7 +54,12 @@ async function writeJsonAtomically(file: string, value: unknown): Promise<void> 
 
 /** A Backup call that took nothing: no id, no folder. */
 function refusal(message: string): BackupOutcome {
-  return { success: false, id: '', dir: '', keys: 0, bytes: 0, failedWorkers: [], message };
+  return failure('', '', message);
+}
+
+/** A Backup call that failed: nothing counted as backed up; `dir` is the incomplete set's folder. */
+function failure(id: string, dir: string, message: string, failedWorkers: string[] = []): BackupOutcome {
+  return { success: false, id, dir, keys: 0, bytes: 0, failedWorkers, message };
 }
 
 export class BackupCoordinator {
@@ -87,7 +92,7 @@ export class BackupCoordinator {
         this.observer?.finished('failure', 0, 0);
         // Every cause names the path already (ensureDir's message, Node's mkdir error, the id search).
         const message = `backup failed: ${(err as Error).message}; no worker was asked for a snapshot`;
-        return { success: false, id, dir: join(this.options.backupDir, id), keys: 0, bytes: 0, failedWorkers: [], message };
+        return failure(id, join(this.options.backupDir, id), message);
       }
       const { id, dir } = claimed;
       this.running = id;
@@ -156,7 +161,7 @@ export class BackupCoordinator {
       const message = `backup ${id} failed: ${failed.length} of ${ok.size + failed.length} workers failed: ${describeFailures(failed)}; no manifest written, the set in ${dir} is incomplete`;
       this.log.error({ backupId: id, failed }, 'backup failed');
       this.observer?.finished('failure', seconds(), 0);
-      return { success: false, id, dir, keys: 0, bytes: 0, failedWorkers: failed.map((f) => f.worker), message };
+      return failure(id, dir, message, failed.map((f) => f.worker));
     }
     const workers = [...ok.values()]
       .map((r) => ({ worker: r.worker, file: partFile(r.worker), keys: r.keys, bytes: r.bytes, sha256: r.sha256, seconds: r.seconds }))
@@ -181,7 +186,7 @@ export class BackupCoordinator {
       this.log.error({ err, backupId: id }, 'cannot write the backup manifest');
       this.observer?.finished('failure', seconds(), 0);
       const message = `backup ${id} failed: every worker wrote its part, but the manifest could not be written in ${dir}: ${(err as Error).message}; the set is incomplete`;
-      return { success: false, id, dir, keys: 0, bytes: 0, failedWorkers: [], message };
+      return failure(id, dir, message);
     }
     this.log.info({ backupId: id, keys: manifest.total_keys, bytes: manifest.total_bytes, seconds: manifest.duration_seconds }, 'backup complete');
     this.observer?.finished('success', manifest.duration_seconds, manifest.total_bytes);
