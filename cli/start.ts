@@ -42,6 +42,8 @@ const opts = program.opts<{
   adminTokenFile?: string;
   shutdownGraceMs: number;
 } & PublicTlsSettings & InternalTlsSettings>();
+// The workers take the ports after the gateway's, unless told where to start (0: each picks a free one).
+const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
 checkPortRanges();
 const log = createLogger('supervisor', opts.logLevel);
 // A child drains for up to the grace, then closes its links, database and HTTP server.
@@ -61,10 +63,9 @@ function passOn(options: Option[]): string[] {
  */
 function checkPortRanges(): void {
   const last = opts.workers - 1;
-  const base = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
-  if (base !== 0 && base + last > 65_535) {
+  if (basePort !== 0 && basePort + last > 65_535) {
     const from = opts.workerBasePort === undefined ? `--port ${opts.port} + 1` : `--worker-base-port`;
-    program.error(`error: ${opts.workers} workers need gRPC ports ${base} to ${base + last} (from ${from}), past 65535: choose a lower --port or --worker-base-port`);
+    program.error(`error: ${opts.workers} workers need gRPC ports ${basePort} to ${basePort + last} (from ${from}), past 65535: choose a lower --port or --worker-base-port`);
   }
   if (opts.metricsPort !== 0 && opts.metricsPort + 1 + last > 65_535) {
     program.error(`error: ${opts.workers} workers need metrics ports ${opts.metricsPort + 1} to ${opts.metricsPort + 1 + last} (after --metrics-port ${opts.metricsPort}), past 65535: choose a lower --metrics-port`);
@@ -98,7 +99,6 @@ const shutdown = async (exitCode: number, why: { signal: string } | { err: unkno
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void shutdown(0, { signal }));
 
 async function main(): Promise<void> {
-  const basePort = opts.workerBasePort ?? (opts.port === 0 ? 0 : opts.port + 1);
   const common = ['--data-dir', opts.dataDir, '--log-level', opts.logLevel, ...(opts.backupDir ? ['--backup-dir', opts.backupDir] : []), ...passOn(toBoth)];
   // Children get file paths, never secrets, on their command lines (ps shows them); KV_ADMIN_TOKEN
   // reaches the gateway through the inherited environment.
