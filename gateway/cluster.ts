@@ -3,8 +3,9 @@
 //
 // During a migration every operation on a key whose owner changes visits its old owner first (a read)
 // and its new owner second (the mover copies before it drops, so the key is always in one of the two
-// places that order visits), and writes go only to the new owner. A delete leaves a tombstone on the new owner so the
-// mover's older copy can never resurrect it, and the mover's copy never overwrites a newer write.
+// places that order visits), and writes go only to the new owner. A delete leaves a tombstone on the
+// new owner so the mover's older copy can never resurrect it, and the mover's copy never overwrites a
+// newer write.
 // Every request carries the gateway's epoch; a worker on another epoch refuses it, and the gateway
 // refreshes its membership and retries.
 import * as grpc from '@grpc/grpc-js';
