@@ -182,9 +182,9 @@ describe('backup', () => {
     // Two gateways sharing the backup folder, each keeping one set: B starts first (older id) but is
     // held up; A's backup completes meanwhile. B's retention must not delete the set it just wrote.
     const start = async (): Promise<{ proc: Proc; kv: KvClient }> => {
-      const proc = new Proc(dist('gateway/main.js'), ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', cluster.members(), '--data-dir', cluster.dataDir, '--backup-keep', '1']);
-      const l = await proc.start();
-      return { proc, kv: kvClient(`127.0.0.1:${l.port}`, 60_000) };
+      // The last --backup-keep wins over the cluster's own 2.
+      const { proc, address } = await cluster.startExtraGateway(['--backup-keep', '1']);
+      return { proc, kv: kvClient(address, 60_000) };
     };
     const a = await start();
     const b = await start();
