@@ -2,22 +2,19 @@
 import type { Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Counter } from 'prom-client';
-import { KvError, toServiceError } from '../shared/errors.js';
+import { toServiceError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { KeyChunk, MembershipReply, Op, OpBatch, OpResult, ResultBatch, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';
 import { serveExchangeSocket, type ExchangeConnection } from './exchange-socket.js';
 import type { WorkerMembership } from './membership.js';
 import type { WorkerMetrics } from './metrics.js';
-import type { Snapshotter } from './snapshot.js';
+import { SnapshotRefused, type Snapshotter } from './snapshot.js';
 import type { Store } from './store.js';
 
 const OP_NAMES = ['get', 'put', 'delete', 'copy', 'drop'];
 const SCAN_CHUNK = 5000;
 
 type ExchangeCall = grpc.ServerDuplexStream<OpBatch, ResultBatch>;
-
-/** Codes Snapshotter.take answers without attempting a snapshot (see worker/snapshot.ts). */
-const SNAPSHOT_REFUSALS = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.ALREADY_EXISTS, grpc.status.RESOURCE_EXHAUSTED]);
 
 export class WorkerService {
   private readonly exchanges = new Set<ExchangeCall>();
@@ -238,12 +235,12 @@ export class WorkerService {
     // KvBackupFailed alert (last_backup_success == 0) must not fire for a duplicate id or a migration.
     let refusal = this.snapshotRefusal(epoch);
     try {
-      if (refusal) throw new KvError(grpc.status.FAILED_PRECONDITION, refusal);
+      if (refusal) throw new SnapshotRefused(grpc.status.FAILED_PRECONDITION, refusal);
       const r = await this.snapshots.take(backupId);
       refusal = this.snapshotRefusal(epoch);
       if (refusal) {
         await this.snapshots.discard(backupId);
-        throw new KvError(grpc.status.FAILED_PRECONDITION, `${refusal} (it changed while the snapshot was taken, which was discarded)`);
+        throw new SnapshotRefused(grpc.status.FAILED_PRECONDITION, `${refusal} (it changed while the snapshot was taken, which was discarded)`);
       }
       outcome = 'success';
       m.backupSuccess.set(1);
@@ -252,8 +249,8 @@ export class WorkerService {
       this.log.info({ backupId, file: r.file, keys: r.keys, bytes: r.bytes, seconds: r.seconds }, 'snapshot written');
       cb(null, { worker: this.name, ...r });
     } catch (err) {
-      // Snapshotter refuses before any work: a bad or duplicate id, a full queue.
-      if (refusal !== undefined || (err instanceof KvError && SNAPSHOT_REFUSALS.has(err.code))) {
+      // `refusal` also covers a discard that failed after the membership changed.
+      if (err instanceof SnapshotRefused || refusal !== undefined) {
         outcome = 'refused';
         this.log.warn({ backupId, err: (err as Error).message }, 'snapshot refused');
       } else {

@@ -11,6 +11,12 @@ import { ensureDir } from '../shared/data-dir.js';
 import { KvError } from '../shared/errors.js';
 import type { SnapshotResult, SnapshotTask } from './snapshot-task.js';
 
+/**
+ * A snapshot request answered without attempting one (a bad or duplicate id, a full queue, another
+ * membership epoch): not a failed backup of this worker, whose last snapshot stays good.
+ */
+export class SnapshotRefused extends KvError {}
+
 /** Snapshots that may wait behind the running one; more means something is looping on Backup. */
 const MAX_WAITING = 4;
 
@@ -41,13 +47,13 @@ export class Snapshotter {
 
   async take(backupId: string): Promise<SnapshotResult> {
     if (!BACKUP_ID.test(backupId)) {
-      throw new KvError(status.INVALID_ARGUMENT, `backup id must match ${BACKUP_ID.source} (a UTC timestamp), got ${JSON.stringify(backupId)}`);
+      throw new SnapshotRefused(status.INVALID_ARGUMENT, `backup id must match ${BACKUP_ID.source} (a UTC timestamp), got ${JSON.stringify(backupId)}`);
     }
     if (this.pending.has(backupId)) {
-      throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} is already taking (or waiting to take) a snapshot for backup ${backupId}`);
+      throw new SnapshotRefused(status.ALREADY_EXISTS, `worker ${this.worker} is already taking (or waiting to take) a snapshot for backup ${backupId}`);
     }
     if (this.waiting >= MAX_WAITING) {
-      throw new KvError(status.RESOURCE_EXHAUSTED, `worker ${this.worker}: ${this.waiting} snapshots are already waiting behind ${this.running ?? 'another'}; try later`);
+      throw new SnapshotRefused(status.RESOURCE_EXHAUSTED, `worker ${this.worker}: ${this.waiting} snapshots are already waiting behind ${this.running ?? 'another'}; try later`);
     }
     this.waiting++;
     this.pending.add(backupId);
@@ -66,7 +72,7 @@ export class Snapshotter {
   private async run(backupId: string): Promise<SnapshotResult> {
     const dir = join(this.backupDir, backupId);
     if (existsSync(join(dir, partFile(this.worker)))) {
-      throw new KvError(status.ALREADY_EXISTS, `worker ${this.worker} already has a snapshot for backup ${backupId} in ${dir}; refusing to overwrite it`);
+      throw new SnapshotRefused(status.ALREADY_EXISTS, `worker ${this.worker} already has a snapshot for backup ${backupId} in ${dir}; refusing to overwrite it`);
     }
     try {
       ensureDir(dir, 'backup set folder');
