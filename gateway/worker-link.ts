@@ -14,7 +14,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { KvError, deadlineExceeded, resourceExhausted, unavailable } from '../shared/errors.js';
-import { EXCHANGE_ALPN, FrameError, FrameKind, FrameReader, MAGIC, decodeResults, encodeOps, encodeSignal } from '../shared/exchange-codec.js';
+import { EXCHANGE_ALPN, FrameError, FrameKind, FrameReader, KEEPALIVE_MS, MAGIC, decodeResults, encodeOps, encodeSignal } from '../shared/exchange-codec.js';
 import { workerChannelOptions } from '../shared/grpc-options.js';
 import { workerApi, type Op, type OpResult, type OpTypeValue } from '../shared/proto.js';
 
@@ -96,7 +96,7 @@ export class WorkerLink {
     // Pending requests are in arrival order and share one timeout, so the sweep stops at the first
     // one still in time: O(expired) per tick, and one timer per link instead of one per request.
     this.sweepMs = Math.max(5, Math.min(100, Math.floor(options.timeoutMs / 10)));
-    this.keepalive = setInterval(() => this.ping(), options.keepaliveMs ?? 10_000);
+    this.keepalive = setInterval(() => this.ping(), options.keepaliveMs ?? KEEPALIVE_MS);
     this.keepalive.unref();
     this.connect();
   }

@@ -26,6 +26,15 @@ export const MAX_FRAME_BYTES = INTERNAL_MAX_MESSAGE_BYTES;
 
 export const FrameKind = { OPS: 1, RESULTS: 2, PING: 3, PONG: 4 } as const;
 
+/** The gateway pings each worker connection this often, busy or idle. */
+export const KEEPALIVE_MS = 10_000;
+/**
+ * A worker closes a gateway connection that has sent nothing, not even a ping, for this long: its
+ * gateway is gone without a FIN (a host that vanished), and an idle socket would otherwise be held
+ * open forever, since TCP only gives up on data it is trying to send.
+ */
+export const PEER_SILENT_MS = 6 * KEEPALIVE_MS;
+
 const MAX_MESSAGE_BYTES = 0xffff;
 const OP_HEADER = 11;
 const RESULT_HEADER = 13;

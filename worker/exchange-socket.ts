@@ -12,8 +12,11 @@
 // failed those requests UNAVAILABLE although they were stored. Frames that arrive meanwhile are read
 // and dropped unapplied (the gateway fails them UNAVAILABLE), so the peer's FIN is seen and unread
 // data does not turn the close into a reset that would discard the answers too.
+//
+// A connection silent for PEER_SILENT_MS (the gateway pings every KEEPALIVE_MS) is destroyed: its
+// gateway vanished without closing it.
 import type { Socket } from 'node:net';
-import { FrameError, FrameKind, FrameReader, decodeOps, encodeResults, encodeSignal } from '../shared/exchange-codec.js';
+import { FrameError, FrameKind, FrameReader, PEER_SILENT_MS, decodeOps, encodeResults, encodeSignal } from '../shared/exchange-codec.js';
 import type { Logger } from '../shared/logger.js';
 import type { OpBatch, ResultBatch } from '../shared/proto.js';
 
@@ -36,6 +39,7 @@ export function serveExchangeSocket(
   apply: (batch: OpBatch) => ResultBatch,
   log: Logger,
   onClose: () => void,
+  silentMs = PEER_SILENT_MS,
 ): ExchangeConnection {
   let open = true;
   let blocked = false;
@@ -57,6 +61,10 @@ export function serveExchangeSocket(
     return closed;
   };
   socket.setNoDelay(true);
+  socket.setTimeout(silentMs, () => {
+    log.warn({ peer, silentMs }, 'exchange connection closed: nothing received or sent for silentMs, not even the gateway\'s keepalive ping; its gateway is gone');
+    socket.destroy();
+  });
   const reader = new FrameReader((kind, buf, start, end) => {
     if (!open) return;
     if (kind === FrameKind.OPS) {
