@@ -1,4 +1,4 @@
-// Typed unary and streaming calls to a worker's control RPCs (everything except the Exchange stream).
+// Typed unary and streaming calls to a worker's control RPCs (point operations use the exchange socket).
 import * as grpc from '@grpc/grpc-js';
 import { KvError, statusName } from '../shared/errors.js';
 import type { KeyChunk, MembershipReply, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';

@@ -33,7 +33,7 @@ describe('snapshot fence', () => {
     // ~60 MB: VACUUM INTO, integrity_check and the checksum take a good fraction of a second.
     const value = 'v'.repeat(600);
     for (let b = 0; b < 20; b++) {
-      const results = await exchange(client, 1, Array.from({ length: 5000 }, (_, i) => ({ id: i + 1, type: OpType.PUT, key: `fence/${b}/${i}`, value })));
+      const results = await exchange(worker.port, 1, Array.from({ length: 5000 }, (_, i) => ({ id: i + 1, type: OpType.PUT, key: `fence/${b}/${i}`, value })));
       expect(results.every((r) => r.code === grpc.status.OK)).toBe(true);
     }
 

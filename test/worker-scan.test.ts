@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeState } from '../shared/membership.js';
-import { OpType, workerApi, type KeyChunk, type MembershipReply, type ResultBatch } from '../shared/proto.js';
+import { OpType, workerApi, type KeyChunk, type MembershipReply } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
 import { Proc, dist } from './helpers/processes.js';
+import { exchange } from './helpers/worker-client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvstore-scan-'));
 let worker: Proc;
@@ -41,11 +42,7 @@ beforeAll(async () => {
   worker = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
   const l = await worker.start();
   client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
-  const stream = (client as unknown as { Exchange(): grpc.ClientDuplexStream<object, ResultBatch> }).Exchange();
-  const done = new Promise<void>((resolve) => stream.once('data', () => resolve()));
-  stream.write({ epoch: 0, ops: keys.map((key, i) => ({ id: i + 1, type: OpType.PUT, key, value: `v:${key}` })) });
-  await done;
-  stream.end();
+  await exchange(l.port, 0, keys.map((key, i) => ({ id: i + 1, type: OpType.PUT, key, value: `v:${key}` })));
   const m = (name: string) => ({ name, address: '127.0.0.1:1' });
   const set = (expected: number, state: object) => unary<MembershipReply>('SetMembership', { expected_epoch: expected, state_json: encodeState(state as never), propagate: false });
   expect((await set(0, { epoch: 1, members: [m('worker-0')], previous: null })).applied).toBe(true);

@@ -22,8 +22,8 @@ afterAll(async () => {
   await worker?.stop();
 });
 
-/** One op through the gRPC form of the exchange, at `epoch`. */
-const op = async (epoch: number, type: OpTypeValue, key: string, value = ''): Promise<OpResult> => (await exchange(client, epoch, [{ id: 1, type, key, value }]))[0];
+/** One op through the exchange, at `epoch`. */
+const op = async (epoch: number, type: OpTypeValue, key: string, value = ''): Promise<OpResult> => (await exchange(worker.port, epoch, [{ id: 1, type, key, value }]))[0];
 
 const install = (state: MembershipState) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
 

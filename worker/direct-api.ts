@@ -5,7 +5,7 @@
 // land on the wrong worker.
 //
 // It uses the same validation, status mapping and store as the gateway path, and gathers the
-// requests of one event-loop turn into one transaction exactly as the Exchange stream does, so the
+// requests of one event-loop turn into one transaction exactly as the gateway's exchange does, so the
 // comparison measures the hop, not a different storage strategy (with --sync full a commit per
 // request would make the direct path look slower than it is).
 import * as grpc from '@grpc/grpc-js';

@@ -14,10 +14,8 @@ import type { Store } from './store.js';
 const OP_NAMES = ['get', 'put', 'delete', 'copy', 'drop'];
 const SCAN_CHUNK = 5000;
 
-type ExchangeCall = grpc.ServerDuplexStream<OpBatch, ResultBatch>;
 
 export class WorkerService {
-  private readonly exchanges = new Set<ExchangeCall>();
   private readonly sockets = new Set<ExchangeConnection>();
   private readonly opCounters = new Map<number, Counter.Internal>();
   private readonly batchTimer;
@@ -38,7 +36,6 @@ export class WorkerService {
 
   implementation(): grpc.UntypedServiceImplementation {
     return {
-      Exchange: (call: ExchangeCall) => this.exchange(call),
       ScanKeys: (call: grpc.ServerWritableStream<ScanRequest, KeyChunk>) => void this.scanKeys(call),
       Snapshot: (call: grpc.ServerUnaryCall<{ backup_id: string; epoch: number }, SnapshotReply>, cb: grpc.sendUnaryData<SnapshotReply>) =>
         void this.snapshot(call.request.backup_id, call.request.epoch ?? 0, cb),
@@ -102,8 +99,8 @@ export class WorkerService {
   }
 
   /**
-   * One batch of point operations, from the gateway's exchange socket or the gRPC Exchange stream:
-   * refused whole if routed with another membership epoch, else applied as one transaction.
+   * One batch of point operations from a gateway's exchange socket: refused whole if routed with
+   * another membership epoch, else applied as one transaction.
    */
   applyBatch(batch: OpBatch): ResultBatch {
     const membership = this.membership;
@@ -127,29 +124,6 @@ export class WorkerService {
     }
     const conn = serveExchangeSocket(socket, head, (batch) => this.applyBatch(batch), this.log, () => this.sockets.delete(conn));
     this.sockets.add(conn);
-  }
-
-  /** The gRPC form of the exchange, kept for tools and tests; gateways use the socket. */
-  private exchange(call: ExchangeCall): void {
-    if (this.draining) {
-      call.emit('error', { code: grpc.status.UNAVAILABLE, details: `worker ${this.name} is shutting down` });
-      return;
-    }
-    this.exchanges.add(call);
-    call.on('data', (batch: OpBatch) => {
-      // A batch that arrives after drain() ended this stream is not applied: its sender sees the
-      // stream end and fails those requests with UNAVAILABLE, so nothing it was told failed is stored.
-      if (this.exchanges.has(call)) call.write(this.applyBatch(batch));
-    });
-    const done = (): void => {
-      this.exchanges.delete(call);
-    };
-    call.on('end', () => {
-      done();
-      call.end();
-    });
-    call.on('error', done);
-    call.on('cancelled', done);
   }
 
   private async scanKeys(call: grpc.ServerWritableStream<ScanRequest, KeyChunk>): Promise<void> {
@@ -274,8 +248,6 @@ export class WorkerService {
    */
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
-    for (const call of this.exchanges) call.end();
-    this.exchanges.clear();
     const closing = [...this.sockets].map((conn) => conn.end(graceMs));
     this.sockets.clear();
     const cutOff = (await Promise.all(closing)).filter((flushed) => !flushed).length;

@@ -1,9 +1,11 @@
 // Direct calls to a worker's internal service, for tests that inspect where keys live.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { workerApi, type KeyChunk, type Op, type OpBatch, type OpResult, type ResultBatch } from '../../shared/proto.js';
+import { FrameKind, FrameReader, MAGIC, decodeResults, encodeOps } from '../../shared/exchange-codec.js';
+import { workerApi, type KeyChunk, type Op, type OpResult } from '../../shared/proto.js';
 import { Proc, dist } from './processes.js';
 
 export function scanWorkerKeys(port: number): Promise<string[]> {
@@ -26,21 +28,30 @@ export function scanWorkerKeys(port: number): Promise<string[]> {
   });
 }
 
-/** One batch through the gRPC form of a worker's exchange, at `epoch`: its results, in order. */
-export function exchange(client: grpc.Client, epoch: number, ops: Op[]): Promise<OpResult[]> {
+/** One batch on its own connection to a worker's exchange, at `epoch`: its results, in order. */
+export function exchange(port: number, epoch: number, ops: Op[]): Promise<OpResult[]> {
   return new Promise((resolve, reject) => {
-    const call = (client as unknown as { Exchange(o: grpc.CallOptions): grpc.ClientDuplexStream<OpBatch, ResultBatch> }).Exchange({ deadline: Date.now() + 30_000 });
-    call.on('data', (b: ResultBatch) => {
-      resolve(b.results);
-      call.end();
+    const s = connect(port, '127.0.0.1');
+    const timer = setTimeout(() => s.destroy(new Error(`no answer from the worker on port ${port} within 30 s`)), 30_000);
+    const reader = new FrameReader((kind, buf, start, end) => {
+      if (kind !== FrameKind.RESULTS) return;
+      clearTimeout(timer);
+      resolve(decodeResults(buf, start, end).results);
+      s.end();
     });
-    call.on('error', reject);
-    call.write({ epoch, ops });
+    s.on('data', (chunk: Buffer) => reader.push(chunk));
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    s.write(Buffer.concat([MAGIC, encodeOps(epoch, ops)]));
   });
 }
 
 export interface LoneWorker {
   proc: Proc;
+  /** Its one port: gRPC and the exchange. */
+  port: number;
   client: grpc.Client;
   /** Its data folder (removed by stop). */
   dir: string;
@@ -55,6 +66,7 @@ export async function startLoneWorker(prefix: string): Promise<LoneWorker> {
   const client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
   return {
     proc,
+    port: l.port,
     client,
     dir,
     async stop() {
