@@ -344,19 +344,28 @@ export class Cluster {
   route(type: OpTypeValue, key: string, value: string, done: RouteDone): void {
     let owner: string;
     let link: WorkerLink;
+    let epoch: number;
     try {
       const p = this.current();
+      epoch = p.epoch;
       owner = p.owner(key);
       if (p.previousOwner(key, owner) !== owner) return this.routeSlowly(type, key, value, 0, done);
       link = this.link(owner);
     } catch (err) {
       return done(err);
     }
-    link.send(type, key, value, (err, r) => {
-      if (err) return done(err);
-      if (r!.code !== grpc.status.FAILED_PRECONDITION) return done(null, r, owner);
-      this.routeSlowly(type, key, value, 1, done);
-    });
+    // Sent with the epoch the owner was chosen by (see WorkerLink.flush), not the one at flush time.
+    link.send(
+      type,
+      key,
+      value,
+      (err, r) => {
+        if (err) return done(err);
+        if (r!.code !== grpc.status.FAILED_PRECONDITION) return done(null, r, owner);
+        this.routeSlowly(type, key, value, 1, done);
+      },
+      epoch,
+    );
   }
 
   /** execute() from `attempt` on, refreshing the membership first after an epoch refusal (attempt > 0). */
@@ -376,21 +385,24 @@ export class Cluster {
       const p = this.current();
       const owner = p.owner(key);
       const previous = p.previousOwner(key, owner);
-      const routed = owner === previous ? { r: await this.link(owner).call(type, key, value), worker: owner } : await this.moving(type, key, value, owner, previous);
+      const routed = owner === previous ? { r: await this.link(owner).call(type, key, value, p.epoch), worker: owner } : await this.moving(type, key, value, owner, previous, p.epoch);
       if (routed.r.code !== grpc.status.FAILED_PRECONDITION || attempt >= MAX_EPOCH_RETRIES) return routed;
       await this.refresh();
     }
   }
 
-  private async moving(type: OpTypeValue, key: string, value: string, owner: string, previous: string): Promise<Routed> {
+  private async moving(type: OpTypeValue, key: string, value: string, owner: string, previous: string, epoch: number): Promise<Routed> {
     // Old owner first, for a Delete too: the old owner then refuses this epoch unless it has installed
     // it, and once it has, it refuses writes from gateways still on the older epoch. A Delete sent
     // straight to the new owner would leave the old owner accepting a stale gateway's Put after it,
     // which the mover (seeing the tombstone) would then drop: an acknowledged write lost. It also
     // means that if the mover moves the key in between, the new owner already has it.
-    const before = await this.link(previous).call(OpType.GET, key, '');
+    // Both visits carry the epoch the two owners were chosen by: if the membership moves on between
+    // them (say the migration ends, clearing the new owner's tombstones), the second is refused and
+    // retried, rather than answered under rules that make `before` look like the current value.
+    const before = await this.link(previous).call(OpType.GET, key, '', epoch);
     if (before.code !== grpc.status.OK && before.code !== grpc.status.NOT_FOUND) return { r: before, worker: previous };
-    const r = await this.link(owner).call(type, key, value);
+    const r = await this.link(owner).call(type, key, value, epoch);
     if (type === OpType.DELETE) return { r, worker: owner };
     if (type === OpType.GET) {
       if (r.code === grpc.status.NOT_FOUND && !r.tombstone) return { r: before, worker: previous };

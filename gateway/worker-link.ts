@@ -24,7 +24,7 @@ export interface LinkOptions {
   credentials?: grpc.ChannelCredentials;
   /** Merged over the defaults, e.g. the TLS server-name override from shared/tls.ts. */
   channelOptions?: grpc.ChannelOptions;
-  /** Membership epoch stamped on every batch (0 until membership is versioned). */
+  /** Membership epoch for ops sent without one (0 until membership is versioned). */
   epoch?: () => number;
   /** TLS for the exchange socket (shared/tls.ts); plain TCP when undefined. */
   tls?: ConnectionOptions;
@@ -48,6 +48,8 @@ interface Pending {
   deadline: number;
   /** Connection generation the op was written on; 0 while still queued. */
   gen: number;
+  /** Membership epoch the caller routed the op with; its batch is stamped with it. */
+  epoch: number;
 }
 
 const MAX_BATCH_OPS = 4096;
@@ -109,12 +111,15 @@ export class WorkerLink {
     return this.up;
   }
 
-  call(type: OpTypeValue, key: string, value: string): Promise<OpResult> {
-    return new Promise((resolve, reject) => this.send(type, key, value, (err, r) => (err ? reject(err) : resolve(r!))));
+  call(type: OpTypeValue, key: string, value: string, epoch?: number): Promise<OpResult> {
+    return new Promise((resolve, reject) => this.send(type, key, value, (err, r) => (err ? reject(err) : resolve(r!)), epoch));
   }
 
-  /** call() without a promise, for the gateway's hot path; `done` may run before send returns. */
-  send(type: OpTypeValue, key: string, value: string, done: Answer): void {
+  /**
+   * call() without a promise, for the gateway's hot path; `done` may run before send returns.
+   * `epoch` is the membership epoch the caller chose this worker with (default: the epoch now).
+   */
+  send(type: OpTypeValue, key: string, value: string, done: Answer, epoch = this.options.epoch?.() ?? 0): void {
     if (this.closed) return done(unavailable(this.name, 'gateway is shutting down'));
     if (this.pending.size >= this.options.maxInflight) {
       this.events.onFailure?.(grpc.status.RESOURCE_EXHAUSTED);
@@ -125,7 +130,7 @@ export class WorkerLink {
     // Registered before the op is queued: a synchronous flush below sends only ops still pending.
     // performance.now(): the sweep relies on deadlines growing in arrival order, which a wall-clock
     // step backwards would break.
-    this.pending.set(id, { done, deadline: performance.now() + this.options.timeoutMs, gen: 0 });
+    this.pending.set(id, { done, deadline: performance.now() + this.options.timeoutMs, gen: 0, epoch });
     // The sweep runs only while something is pending: on this kind of VM every wake-up of an idle
     // process costs ~100 µs of CPU, and three links ticking 10 times a second kept an idle gateway busy.
     if (!this.sweeper) {
@@ -173,25 +178,42 @@ export class WorkerLink {
       // A backlog released by 'drain' goes out in batches of bounded size.
       const ops = this.queue.length <= MAX_BATCH_OPS ? this.queue : this.queue.slice(0, MAX_BATCH_OPS);
       this.queue = ops === this.queue ? [] : this.queue.slice(MAX_BATCH_OPS);
-      const live: Op[] = [];
+      // A batch carries the epoch its ops were routed with, not the epoch at flush time: the worker
+      // checks each op against the membership of the batch's epoch, and an op routed under an older
+      // one but stamped with a newer one is judged by rules it was not routed by. A Get routed to a
+      // key's owner just before a migration started (flushed after the gateway installed it) was
+      // accepted by that worker as the key's old owner and answered from its stale copy, or NOT_FOUND
+      // once the mover had dropped it, although the key was written on its new owner. Stamped with
+      // its routing epoch it is refused, and the cluster retries it on the new membership. Ops of
+      // different epochs go in separate frames (only when a new membership lands mid-queue).
+      let live: Op[] = [];
+      let epoch = 0;
       for (const op of ops) {
         const p = this.pending.get(op.id);
         if (!p) continue;
+        if (live.length > 0 && p.epoch !== epoch) {
+          this.writeOps(socket, epoch, live);
+          live = [];
+        }
+        epoch = p.epoch;
         p.gen = gen;
         live.push(op);
       }
-      if (live.length === 0) continue;
-      let frame: Buffer;
-      try {
-        frame = encodeOps(this.options.epoch?.() ?? 0, live);
-      } catch (err) {
-        for (const op of live) this.reject(op.id, new KvError(grpc.status.INTERNAL, `worker ${this.name}: ${(err as Error).message}`));
-        continue;
-      }
-      socket.write(frame);
+      if (live.length > 0) this.writeOps(socket, epoch, live);
     }
     this.queueBytes = this.queue.length === 0 ? 0 : this.queue.reduce((n, op) => n + op.key.length + op.value.length + 16, 0);
     if (this.queue.length > 0) this.flush();
+  }
+
+  private writeOps(socket: Socket, epoch: number, ops: Op[]): void {
+    let frame: Buffer;
+    try {
+      frame = encodeOps(epoch, ops);
+    } catch (err) {
+      for (const op of ops) this.reject(op.id, new KvError(grpc.status.INTERNAL, `worker ${this.name}: ${(err as Error).message}`));
+      return;
+    }
+    socket.write(frame);
   }
 
   private connect(): Socket {
