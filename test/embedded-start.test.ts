@@ -47,14 +47,23 @@ describe('server command lines', () => {
 });
 
 describe('gateway members', () => {
-  it('a worker port out of range stops the gateway at start-up with exit 1, naming the worker', () => {
-    // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT).
-    const r = spawnSync(process.execPath, [dist('gateway/main.js'), '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', 'w-0=127.0.0.1:99999'], {
-      encoding: 'utf8',
-      timeout: 15_000,
-    });
-    expect(r.status, r.stdout + r.stderr).toBe(1);
-    expect(r.stdout).toMatch(/gateway failed to start: worker w-0: port 99999 in .* is not 1 to 65535/);
+  it('a bad member list stops the gateway at start-up with exit 1: one usage line naming --members or KV_MEMBERS and the worker', () => {
+    // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT). Then: a fatal
+    // JSON log line with a stack trace that named the worker but not the setting to fix.
+    const base = ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0'];
+    for (const [args, env, says] of [
+      [['--members', 'w-0=127.0.0.1:99999'], {}, /option '--members <list>' argument 'w-0=127\.0\.0\.1:99999' is invalid\. worker w-0: port 99999 in .* is not 1 to 65535/],
+      [[], { KV_MEMBERS: 'w-0=127.0.0.1:99999' }, /option '--members <list>' value 'w-0=127\.0\.0\.1:99999' from env 'KV_MEMBERS' is invalid\. worker w-0: port 99999/],
+      [['--members', 'worker-0'], {}, /option '--members <list>' argument 'worker-0' is invalid\. worker worker-0 has no address: write "worker-0=host:port" or set --worker-address-template/],
+      [['--members', 'Worker_0=h:1'], {}, /option '--members <list>' argument 'Worker_0=h:1' is invalid\. worker name "Worker_0" must be a DNS label/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [dist('gateway/main.js'), ...base, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
+      const what = `${args.join(' ')} ${JSON.stringify(env)}`;
+      expect(r.status, what + r.stdout + r.stderr).toBe(1);
+      expect(r.stderr, what).toMatch(says);
+      expect(r.stderr, what).not.toMatch(/\n\s+at |"stack"/); // no stack trace
+      expect(r.stdout, what).not.toMatch(/gateway listening/);
+    }
   });
 });
 
