@@ -28,7 +28,7 @@ const program = new Command('kv-gateway')
   .description('kvstore gateway: serves the public KeyValueStore gRPC API and routes each key to the worker that owns it')
   .addOption(new Option('--host <host>', 'address to listen on').env(ENV.host).default(DEFAULTS.host))
   .addOption(intOption('--port <port>', 'gRPC port (0 = pick a free one)', ENV.port, DEFAULTS.gatewayPort))
-  .addOption(intOption('--metrics-port <port>', 'HTTP port for /metrics, /healthz, /readyz', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
+  .addOption(intOption('--metrics-port <port>', 'HTTP port for /metrics, /healthz, /readyz (0 = pick a free one)', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
   .addOption(
     new Option('--members <list>', 'required: workers on the ring, "name=host:port,..." or bare names with --worker-address-template')
       .env(ENV.members)

@@ -46,6 +46,18 @@ describe('server command lines', () => {
   });
 });
 
+describe('--help of the servers', () => {
+  it('says, for every port flag, that 0 picks a free port (README: "a port may be 0 where --help says so")', () => {
+    // Every <port> flag accepts 0; the gateway's --metrics-port and npm start's --port did not say so.
+    for (const script of ['cli/start.js', 'gateway/main.js', 'worker/main.js']) {
+      const help = spawnSync(process.execPath, [dist(script), '--help'], { encoding: 'utf8', timeout: 15_000 }).stdout.replace(/\s+/g, ' ');
+      const portFlags = help.split(/ (?=--[a-z-]+ <)/).filter((o) => /^--[a-z-]+ <port>/.test(o));
+      expect(portFlags.length, script).toBeGreaterThan(0);
+      for (const o of portFlags) expect(o, script).toMatch(/0 = (pick a free one|free ports)/);
+    }
+  });
+});
+
 describe('gateway members', () => {
   it('a bad member list stops the gateway at start-up with exit 1: one usage line naming --members or KV_MEMBERS and the worker', () => {
     // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT). Then: a fatal
