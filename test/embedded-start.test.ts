@@ -79,6 +79,48 @@ describe('gateway members', () => {
   });
 });
 
+describe('a port in use', () => {
+  it('stops the process with exit 1, naming the port, the setting that chose it and what to do', async () => {
+    // Before: "gateway failed to start: listen EADDRINUSE: address already in use 127.0.0.1:9100", and
+    // from npm start only "gateway exited before listening (code 1, signal null)".
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-port-in-use-'));
+    try {
+      const inUse = `cannot listen on 127\\.0\\.0\\.1:${port} \\(%s\\): listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}: another process is using it \\(another kvstore\\?\\); stop it or choose another port`;
+      const grpcPort = new RegExp(inUse.replace('%s', 'gRPC port, --port / KV_PORT'));
+      const metricsPort = new RegExp(inUse.replace('%s', 'metrics port, --metrics-port / KV_METRICS_PORT'));
+      const local = ['--host', '127.0.0.1'];
+      for (const [script, args, says] of [
+        ['gateway/main.js', [...local, '--port', String(port), '--metrics-port', '0', '--members', 'w-0=127.0.0.1:1'], grpcPort],
+        ['worker/main.js', [...local, '--name', 'w', '--port', String(port), '--metrics-port', '0', '--data-dir', join(dir, 'a')], grpcPort],
+        ['worker/main.js', [...local, '--name', 'w', '--port', '0', '--metrics-port', String(port), '--data-dir', join(dir, 'b')], metricsPort],
+        ['cli/start.js', ['--workers', '1', '--port', '0', '--metrics-port', String(port), '--data-dir', join(dir, 'c')], metricsPort],
+      ] as const) {
+        const r = await new Promise<{ status: number | null; output: string }>((resolve) => {
+          const child = spawn(process.execPath, [dist(script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let output = '';
+          child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+          const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+          child.once('close', (status) => {
+            clearTimeout(timer);
+            resolve({ status, output });
+          });
+        });
+        const what = `${script} ${args.join(' ')}`;
+        expect(r.status, `${what}: ${r.output}`).toBe(1);
+        expect(r.output, what).toMatch(says);
+        if (script === 'cli/start.js') expect(r.output, what).toMatch(/gateway exited before listening \(exit code 1; its own log line above says why\)/);
+      }
+    } finally {
+      holder.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 /** How `exited` settles, or 'hung' if it has not after `ms`. */
 function orHung(exited: Promise<number | string>, ms: number): Promise<number | string> {
   return Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), ms).unref())]);
