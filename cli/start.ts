@@ -26,7 +26,7 @@ const toWorkers = workerTuningOptions();
 const toBoth = [shutdownGraceOption(), metricsOption()];
 // Embedded, one internal certificate serves both sides: it needs serverAuth and clientAuth usages and
 // a name the gateway can check (IP 127.0.0.1, or --internal-tls-server-name); docs/security.md.
-for (const o of [...toGateway, ...toWorkers, ...toBoth, ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
+for (const o of [...toGateway, ...toWorkers, ...toBoth, ...publicTlsOptions(), ...internalTlsOptions('embedded')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{

@@ -56,6 +56,15 @@ describe('--help of the servers', () => {
       for (const o of portFlags) expect(o, script).toMatch(/0 = (pick a free one|free ports)/);
     }
   });
+
+  it("npm start's --internal-tls-cert says that the gateway and the workers share it, with both usages", () => {
+    // Before: "PEM client certificate the gateway presents to workers", the gateway's own text; npm start
+    // also gives it to every worker as its server certificate (docs/security.md, step 5).
+    const help = spawnSync(process.execPath, [dist('cli/start.js'), '--help'], { encoding: 'utf8', timeout: 15_000 }).stdout.replace(/\s+/g, ' ');
+    const cert = help.split(/ (?=--[a-z-]+ <)/).find((o) => o.startsWith('--internal-tls-cert '));
+    expect(cert).toMatch(/gateway and the workers/);
+    expect(cert).toMatch(/serverAuth and clientAuth/);
+  });
 });
 
 describe('gateway members', () => {
