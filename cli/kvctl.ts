@@ -91,7 +91,12 @@ function quietIpServerNameWarning(): void {
 
 function adminToken(g: Globals): string | undefined {
   if (g.adminToken) return g.adminToken;
-  return g.adminTokenFile ? readFileSync(g.adminTokenFile, 'utf8').trim() : undefined;
+  if (!g.adminTokenFile) return undefined;
+  try {
+    return readFileSync(g.adminTokenFile, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`--admin-token-file (KV_ADMIN_TOKEN_FILE): cannot read ${g.adminTokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
 }
 
 /** One call to the gateway. Only admin calls carry the admin token: ordinary commands never send it. */

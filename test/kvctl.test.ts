@@ -152,6 +152,18 @@ describe('kvctl', () => {
     expect(bad.stderr).toMatch(/value 'sure' from env 'KV_CLIENT_TLS' is invalid/);
   });
 
+  it('names --admin-token-file when its file cannot be read, like --ca', () => {
+    // Before: "kvctl: ENOENT: no such file or directory, open '/…'", naming no setting.
+    for (const [args, env] of [
+      [['--admin-token-file', '/nonexistent/kv-token', 'cluster', 'status'], {}],
+      [['cluster', 'status'], { KV_ADMIN_TOKEN_FILE: '/nonexistent/kv-token' }],
+    ] as const) {
+      const r = kvctl([...args], undefined, env);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toBe('kvctl: --admin-token-file (KV_ADMIN_TOKEN_FILE): cannot read /nonexistent/kv-token: ENOENT\n');
+    }
+  });
+
   it('--help lists the exit codes', () => {
     const r = kvctl(['--help']);
     expect(r.code).toBe(0);
