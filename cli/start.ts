@@ -19,7 +19,7 @@ const program = new Command('kvstore')
   .addOption(new Option('--sync <mode>', 'worker durability: normal or full (fsync every commit)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
-  .showHelpAfterError();
+  .showHelpAfterError('(--help lists every setting)');
 // The gateway's and the workers' own settings, passed on to them when given here (flag or env var).
 const toGateway = gatewayTuningOptions();
 const toWorkers = workerTuningOptions();

@@ -40,7 +40,7 @@ const program = new Command('kv-gateway')
   .addOption(metricsOption())
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
-  .showHelpAfterError();
+  .showHelpAfterError('(--help lists every setting)');
 for (const o of [...gatewayTuningOptions(), shutdownGraceOption(), ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();

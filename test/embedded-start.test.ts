@@ -42,6 +42,8 @@ describe('server command lines', () => {
       expect(r.status, what).toBe(1);
       expect(r.stderr, what).toMatch(says);
       expect(r.stderr, what).not.toMatch(/\n\s+at /); // no stack trace
+      // The error line and a pointer to --help, not the error followed by 80 lines of help.
+      expect(r.stderr.trim().split('\n'), what).toEqual([expect.stringMatching(says), '(--help lists every setting)']);
     }
   });
 });

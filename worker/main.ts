@@ -38,7 +38,7 @@ const program = new Command('kv-worker')
   .addOption(new Option('--sync <mode>', 'durability: normal = survives process crash (WAL, fsync at checkpoint); full = fsync every commit (group commit per batch)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(metricsOption())
   .addOption(logLevelOption())
-  .showHelpAfterError();
+  .showHelpAfterError('(--help lists every setting)');
 addSwitch(
   program,
   new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway').env(ENV.directApi),
