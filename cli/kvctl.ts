@@ -91,7 +91,12 @@ function quietIpServerNameWarning(): void {
 
 function adminToken(g: Globals): string | undefined {
   if (g.adminToken) return g.adminToken;
-  return g.adminTokenFile ? readFileSync(g.adminTokenFile, 'utf8').trim() : undefined;
+  if (!g.adminTokenFile) return undefined;
+  try {
+    return readFileSync(g.adminTokenFile, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`--admin-token-file (KV_ADMIN_TOKEN_FILE): cannot read ${g.adminTokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
 }
 
 /** One call to the gateway. Only admin calls carry the admin token: ordinary commands never send it. */
@@ -103,8 +108,10 @@ function call(method: string, req: object, service: 'public' | 'admin' = 'public
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, (r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: Cb) => void>)[method].bind(client);
     fn(req, metadata, { deadline: Date.now() + g.timeout }, (err, res) => {
+      // A channel that never got READY never reached a gateway: the failure is grpc-js's, not the store's.
+      const reached = client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY;
       client.close();
-      if (err) reject(err);
+      if (err) reject(reached ? err : new Unreached(err, g.address));
       else resolve(res ?? {});
     });
   });
@@ -347,6 +354,28 @@ program
   });
 
 class UsageError extends Error {}
+
+/**
+ * A call that failed because no gateway answered at the address (nothing listening, a name that does
+ * not resolve, a TLS mismatch): grpc-js's own message says what went wrong but not what to do.
+ */
+class Unreached extends Error {
+  constructor(
+    readonly failure: grpc.ServiceError,
+    readonly address: string,
+  ) {
+    super(failure.message);
+  }
+
+  explain(): string {
+    // grpc-js ends the message with an empty "Resolution note: " when it has nothing to add.
+    const details = this.failure.details.replace(/\.?\s*Resolution note:\s*$/, '').trim();
+    return [
+      `kvctl: ${grpc.status[this.failure.code]}: cannot reach the gateway at ${this.address} (${details})`,
+      'kvctl: is the store running there? Choose the gateway with --address or KV_ADDRESS; with TLS on at the gateway, kvctl needs --ca or --tls (and --cert, --key if it asks for a client certificate)',
+    ].join('\n');
+  }
+}
 const WORKER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 function nameList(raw: string | undefined, flag: string): string[] | undefined {
@@ -359,6 +388,10 @@ function nameList(raw: string | undefined, flag: string): string[] | undefined {
 }
 
 program.parseAsync().catch((err: unknown) => {
+  if (err instanceof Unreached) {
+    process.stderr.write(`${err.explain()}\n`);
+    process.exit(exitCodeFor(err.failure.code));
+  }
   const e = err as grpc.ServiceError;
   if (typeof e?.code === 'number' && 'details' in e) {
     const name = grpc.status[e.code] ?? String(e.code);

@@ -54,7 +54,7 @@ export function verifySet(dir: string, fromParts?: string[]): VerifiedSet {
   const manifestPath = join(dir, MANIFEST_FILE);
   if (fromParts) return verifyManifest(dir, manifestFromParts(dir, fromParts));
   if (!existsSync(manifestPath)) {
-    const hint = existsSync(join(dir, 'failed.json')) ? ' (failed.json is there: this backup failed)' : existsSync(dir) ? '' : ' (no such folder)';
+    const hint = existsSync(join(dir, 'failed.json')) ? ' (failed.json is there: this backup failed)' : existsSync(dir) ? '' : ' (no such folder: check the id, and say where the backups are with --data-dir or --backup-dir; `kvctl backups` lists the sets)';
     throw new RestoreError(`${dir} is not a complete backup set: no ${MANIFEST_FILE}${hint}`);
   }
   return verifyManifest(dir, readManifest(manifestPath));

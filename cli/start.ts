@@ -10,7 +10,7 @@ import { Supervised, scriptPath, stopTimeoutFor } from './supervisor.js';
 const program = new Command('kvstore')
   .description('Start the embedded kvstore: a gateway and N worker processes on this machine, restarted if they die')
   .addOption(new Option('--host <host>', 'address the gateway listens on (workers always listen on 127.0.0.1)').env(ENV.host).default('127.0.0.1'))
-  .addOption(intOption('--port <port>', 'gateway gRPC port', ENV.port, DEFAULTS.gatewayPort))
+  .addOption(intOption('--port <port>', 'gateway gRPC port; workers use the next ones (0 = pick a free one, and free ones for the workers)', ENV.port, DEFAULTS.gatewayPort))
   .addOption(intOption('--metrics-port <port>', 'gateway /metrics port; workers use the next ones (0 = free ports)', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
   .addOption(intOption('--workers <n>', 'number of worker processes (1 to 64)', ENV.workers, DEFAULTS.workers, { min: 1, max: 64 }))
   .addOption(intOption('--worker-base-port <port>', 'first worker gRPC port (default: gateway port + 1; 0 = free ports)', ENV.workerBasePort))
@@ -19,14 +19,14 @@ const program = new Command('kvstore')
   .addOption(new Option('--sync <mode>', 'worker durability: normal or full (fsync every commit)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
-  .showHelpAfterError();
+  .showHelpAfterError('(--help lists every setting)');
 // The gateway's and the workers' own settings, passed on to them when given here (flag or env var).
 const toGateway = gatewayTuningOptions();
 const toWorkers = workerTuningOptions();
 const toBoth = [shutdownGraceOption(), metricsOption()];
 // Embedded, one internal certificate serves both sides: it needs serverAuth and clientAuth usages and
 // a name the gateway can check (IP 127.0.0.1, or --internal-tls-server-name); docs/security.md.
-for (const o of [...toGateway, ...toWorkers, ...toBoth, ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
+for (const o of [...toGateway, ...toWorkers, ...toBoth, ...publicTlsOptions(), ...internalTlsOptions('embedded')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{

@@ -76,7 +76,7 @@ export class Supervised {
       });
       child.on('exit', (code, signal) => {
         if (this.child === child) this.child = undefined;
-        if (!reported) reject(new Error(`${this.spec.name} exited before listening (code ${code}, signal ${signal})`));
+        if (!reported) reject(new Error(`${this.spec.name} exited before listening (${code !== null ? `exit code ${code}; its own log line above says why` : `signal ${signal}`})`));
         // The first start's failure is the caller's to report; after that, a restart that dies before
         // listening (its port still held, a disk briefly full) is retried like any other exit.
         if (this.stopping || !this.hasListened) return;

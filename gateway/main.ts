@@ -17,7 +17,7 @@ import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
 import { adminService } from './admin-service.js';
 import { kvService } from './kv-service.js';
-import { parseMembers } from './members.js';
+import { parseMembers, type Member } from './members.js';
 import { strictService } from './strict-decode.js';
 import { createGatewayMetrics } from './metrics.js';
 import { Mover } from './mover.js';
@@ -28,9 +28,9 @@ const program = new Command('kv-gateway')
   .description('kvstore gateway: serves the public KeyValueStore gRPC API and routes each key to the worker that owns it')
   .addOption(new Option('--host <host>', 'address to listen on').env(ENV.host).default(DEFAULTS.host))
   .addOption(intOption('--port <port>', 'gRPC port (0 = pick a free one)', ENV.port, DEFAULTS.gatewayPort))
-  .addOption(intOption('--metrics-port <port>', 'HTTP port for /metrics, /healthz, /readyz', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
+  .addOption(intOption('--metrics-port <port>', 'HTTP port for /metrics, /healthz, /readyz (0 = pick a free one)', ENV.metricsPort, DEFAULTS.gatewayMetricsPort))
   .addOption(
-    new Option('--members <list>', 'workers on the ring: "name=host:port,..." or bare names with --worker-address-template')
+    new Option('--members <list>', 'required: workers on the ring, "name=host:port,..." or bare names with --worker-address-template')
       .env(ENV.members)
       .makeOptionMandatory(),
   )
@@ -40,7 +40,7 @@ const program = new Command('kv-gateway')
   .addOption(metricsOption())
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
-  .showHelpAfterError();
+  .showHelpAfterError('(--help lists every setting)');
 for (const o of [...gatewayTuningOptions(), shutdownGraceOption(), ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
@@ -64,11 +64,24 @@ const opts = program.opts<{
   adminTokenFile?: string;
 } & PublicTlsSettings & InternalTlsSettings>();
 
+/**
+ * The member list, checked like every other setting: a bad one is a usage error that names the flag
+ * or the env var it came from (and the worker), not a fatal log line with a stack trace.
+ */
+function membersOrUsageError(): Member[] {
+  try {
+    return parseMembers(opts.members, opts.workerAddressTemplate);
+  } catch (err) {
+    const given = program.getOptionValueSource('members') === 'env' ? `value '${opts.members}' from env '${ENV.members}'` : `argument '${opts.members}'`;
+    return program.error(`error: option '--members <list>' ${given} is invalid. ${(err as Error).message}`, { code: 'commander.invalidArgument' });
+  }
+}
+const members = membersOrUsageError();
+
 const log = createLogger('gateway', opts.logLevel);
 const lifecycle = handleStops(log);
 
 async function main(): Promise<void> {
-  const members = parseMembers(opts.members, opts.workerAddressTemplate);
   const publicTls = publicServerTls(opts);
   const internalTls = workerChannelTls(opts);
   // Any TLS configured means security is on; then admin RPCs need a token (shared/auth.ts).

@@ -1,6 +1,7 @@
 // Binding, health and shutdown for a grpc-js server, shared by gateway and worker.
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
+import { GRPC_PORT, listenError } from './listen-error.js';
 
 /** "host:port", with an IPv6 host in brackets. */
 export function listenAddress(host: string, port: number): string {
@@ -10,7 +11,7 @@ export function listenAddress(host: string, port: number): string {
 export async function bindServer(server: grpc.Server, host: string, port: number, creds = grpc.ServerCredentials.createInsecure()): Promise<number> {
   const address = listenAddress(host, port);
   return new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, creds, (err, bound) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(bound)));
+    server.bindAsync(address, creds, (err, bound) => (err ? reject(listenError(address, GRPC_PORT, err)) : resolve(bound)));
   });
 }
 

@@ -2,6 +2,8 @@
 // (serving traffic). Plain node:http keeps it off the gRPC event path and dependency-free.
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import { listenAddress } from './grpc-server.js';
+import { METRICS_PORT, listenError } from './listen-error.js';
 
 export interface HttpEndpoints {
   server: Server;
@@ -36,7 +38,7 @@ export async function startHttpEndpoints(
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => reject(listenError(listenAddress(host, port), METRICS_PORT, err)));
     server.listen(port, host, () => resolve());
   });
   const address = server.address();

@@ -36,14 +36,19 @@ export function publicTlsOptions(): Option[] {
   ];
 }
 
-export function internalTlsOptions(role: 'gateway' | 'worker'): Option[] {
-  const own = role === 'gateway' ? 'client certificate the gateway presents to workers' : 'server certificate the worker presents to gateways';
+export function internalTlsOptions(role: 'gateway' | 'worker' | 'embedded'): Option[] {
+  const own = {
+    gateway: 'client certificate the gateway presents to workers',
+    worker: 'server certificate the worker presents to gateways',
+    // npm start hands the one certificate to the gateway and to every worker (docs/security.md).
+    embedded: 'certificate the gateway and the workers all present: one certificate with both serverAuth and clientAuth usages',
+  }[role];
   const opts = [
     new Option('--internal-tls-ca <file>', 'PEM CA bundle of the internal gateway<->worker mutual TLS (enables it; needs the cert and key too)').env(ENV.internalTlsCa),
     new Option('--internal-tls-cert <file>', `PEM ${own}`).env(ENV.internalTlsCert),
     new Option('--internal-tls-key <file>', 'PEM private key of --internal-tls-cert').env(ENV.internalTlsKey),
   ];
-  if (role === 'gateway') {
+  if (role !== 'worker') {
     opts.push(
       new Option('--internal-tls-server-name <name>', 'name worker certificates are checked against (default: the host part of each worker address)').env(
         ENV.internalTlsServerName,

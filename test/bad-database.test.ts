@@ -50,6 +50,29 @@ function realDatabase(file: string, n: number): void {
   db.close();
 }
 
+describe('a database another worker has open', () => {
+  it('a second worker on the same file refuses to start, naming the file; once the first stops, it starts', async () => {
+    // Before: a second `npm start` on the same --data-dir (other ports) ran a second set of workers on
+    // the same SQLite files, with membership state naming the first store's addresses.
+    const dir = tempDir();
+    const first = await startWorker(dir);
+    expect(first.started, first.output).toBe(true);
+    try {
+      const second = await startWorker(dir);
+      expect(second.started, second.output).toBe(false);
+      expect(await second.proc.exited()).toBe(1);
+      expect(second.output).toMatch(
+        new RegExp(`worker failed to start: database ${join(dir, 'worker-0.sqlite').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another process \\(SQLITE_BUSY\\): another worker named worker-0 is running on this data directory`),
+      );
+    } finally {
+      expect(await first.proc.stop()).toBe(0);
+    }
+    const again = await startWorker(dir);
+    expect(again.started, again.output).toBe(true);
+    expect(await again.proc.stop()).toBe(0);
+  }, 60_000);
+});
+
 describe('bad database file at start', () => {
   const cases: { name: string; make: (file: string) => void; expect: RegExp }[] = [
     { name: 'random bytes', make: (f) => writeFileSync(f, randomBytes(64 * 1024)), expect: /not an SQLite database/ },

@@ -42,20 +42,94 @@ describe('server command lines', () => {
       expect(r.status, what).toBe(1);
       expect(r.stderr, what).toMatch(says);
       expect(r.stderr, what).not.toMatch(/\n\s+at /); // no stack trace
+      // The error line and a pointer to --help, not the error followed by 80 lines of help.
+      expect(r.stderr.trim().split('\n'), what).toEqual([expect.stringMatching(says), '(--help lists every setting)']);
     }
   });
 });
 
-describe('gateway members', () => {
-  it('a worker port out of range stops the gateway at start-up with exit 1, naming the worker', () => {
-    // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT).
-    const r = spawnSync(process.execPath, [dist('gateway/main.js'), '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', 'w-0=127.0.0.1:99999'], {
-      encoding: 'utf8',
-      timeout: 15_000,
-    });
-    expect(r.status, r.stdout + r.stderr).toBe(1);
-    expect(r.stdout).toMatch(/gateway failed to start: worker w-0: port 99999 in .* is not 1 to 65535/);
+describe('--help of the servers', () => {
+  it('says, for every port flag, that 0 picks a free port (README: "a port may be 0 where --help says so")', () => {
+    // Every <port> flag accepts 0; the gateway's --metrics-port and npm start's --port did not say so.
+    for (const script of ['cli/start.js', 'gateway/main.js', 'worker/main.js']) {
+      const help = spawnSync(process.execPath, [dist(script), '--help'], { encoding: 'utf8', timeout: 15_000 }).stdout.replace(/\s+/g, ' ');
+      const portFlags = help.split(/ (?=--[a-z-]+ <)/).filter((o) => /^--[a-z-]+ <port>/.test(o));
+      expect(portFlags.length, script).toBeGreaterThan(0);
+      for (const o of portFlags) expect(o, script).toMatch(/0 = (pick a free one|free ports)/);
+    }
   });
+
+  it("npm start's --internal-tls-cert says that the gateway and the workers share it, with both usages", () => {
+    // Before: "PEM client certificate the gateway presents to workers", the gateway's own text; npm start
+    // also gives it to every worker as its server certificate (docs/security.md, step 5).
+    const help = spawnSync(process.execPath, [dist('cli/start.js'), '--help'], { encoding: 'utf8', timeout: 15_000 }).stdout.replace(/\s+/g, ' ');
+    const cert = help.split(/ (?=--[a-z-]+ <)/).find((o) => o.startsWith('--internal-tls-cert '));
+    expect(cert).toMatch(/gateway and the workers/);
+    expect(cert).toMatch(/serverAuth and clientAuth/);
+  });
+});
+
+describe('gateway members', () => {
+  it('a bad member list stops the gateway at start-up with exit 1: one usage line naming --members or KV_MEMBERS and the worker', () => {
+    // Before: it started and redialled 127.0.0.1:99999 for ever (ERR_SOCKET_BAD_PORT). Then: a fatal
+    // JSON log line with a stack trace that named the worker but not the setting to fix.
+    const base = ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0'];
+    for (const [args, env, says] of [
+      [['--members', 'w-0=127.0.0.1:99999'], {}, /option '--members <list>' argument 'w-0=127\.0\.0\.1:99999' is invalid\. worker w-0: port 99999 in .* is not 1 to 65535/],
+      [[], { KV_MEMBERS: 'w-0=127.0.0.1:99999' }, /option '--members <list>' value 'w-0=127\.0\.0\.1:99999' from env 'KV_MEMBERS' is invalid\. worker w-0: port 99999/],
+      [['--members', 'worker-0'], {}, /option '--members <list>' argument 'worker-0' is invalid\. worker worker-0 has no address: write "worker-0=host:port" or set --worker-address-template/],
+      [['--members', 'Worker_0=h:1'], {}, /option '--members <list>' argument 'Worker_0=h:1' is invalid\. worker name "Worker_0" must be a DNS label/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [dist('gateway/main.js'), ...base, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 });
+      const what = `${args.join(' ')} ${JSON.stringify(env)}`;
+      expect(r.status, what + r.stdout + r.stderr).toBe(1);
+      expect(r.stderr, what).toMatch(says);
+      expect(r.stderr, what).not.toMatch(/\n\s+at |"stack"/); // no stack trace
+      expect(r.stdout, what).not.toMatch(/gateway listening/);
+    }
+  });
+});
+
+describe('a port in use', () => {
+  it('stops the process with exit 1, naming the port, the setting that chose it and what to do', async () => {
+    // Before: "gateway failed to start: listen EADDRINUSE: address already in use 127.0.0.1:9100", and
+    // from npm start only "gateway exited before listening (code 1, signal null)".
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-port-in-use-'));
+    try {
+      const inUse = `cannot listen on 127\\.0\\.0\\.1:${port} \\(%s\\): listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}: another process is using it \\(another kvstore\\?\\); stop it or choose another port`;
+      const grpcPort = new RegExp(inUse.replace('%s', 'gRPC port, --port / KV_PORT'));
+      const metricsPort = new RegExp(inUse.replace('%s', 'metrics port, --metrics-port / KV_METRICS_PORT'));
+      const local = ['--host', '127.0.0.1'];
+      for (const [script, args, says] of [
+        ['gateway/main.js', [...local, '--port', String(port), '--metrics-port', '0', '--members', 'w-0=127.0.0.1:1'], grpcPort],
+        ['worker/main.js', [...local, '--name', 'w', '--port', String(port), '--metrics-port', '0', '--data-dir', join(dir, 'a')], grpcPort],
+        ['worker/main.js', [...local, '--name', 'w', '--port', '0', '--metrics-port', String(port), '--data-dir', join(dir, 'b')], metricsPort],
+        ['cli/start.js', ['--workers', '1', '--port', '0', '--metrics-port', String(port), '--data-dir', join(dir, 'c')], metricsPort],
+      ] as const) {
+        const r = await new Promise<{ status: number | null; output: string }>((resolve) => {
+          const child = spawn(process.execPath, [dist(script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let output = '';
+          child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+          const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+          child.once('close', (status) => {
+            clearTimeout(timer);
+            resolve({ status, output });
+          });
+        });
+        const what = `${script} ${args.join(' ')}`;
+        expect(r.status, `${what}: ${r.output}`).toBe(1);
+        expect(r.output, what).toMatch(says);
+        if (script === 'cli/start.js') expect(r.output, what).toMatch(/gateway exited before listening \(exit code 1; its own log line above says why\)/);
+      }
+    } finally {
+      holder.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 /** How `exited` settles, or 'hung' if it has not after `ms`. */

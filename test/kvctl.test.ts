@@ -1,5 +1,8 @@
 // kvctl against a real store: output and the exit code for each failure class.
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kvClient } from './helpers/client.js';
 import { TestCluster, dist } from './helpers/processes.js';
@@ -68,11 +71,40 @@ describe('kvctl', () => {
     }
   });
 
-  it('exits 4 when the store is unreachable', () => {
-    const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', '--timeout', '2000', 'get', 'x'], { encoding: 'utf8', timeout: 20_000 });
-    expect(r.status).toBe(4);
-    expect(r.stderr).toMatch(/UNAVAILABLE|DEADLINE_EXCEEDED/);
+  it('exits 4 when the store is unreachable, saying which address it tried and how to choose another', () => {
+    for (const args of [['get', 'x'], ['cluster', 'status']]) {
+      const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', '--timeout', '2000', ...args], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status).toBe(4);
+      // Before: "kvctl: UNAVAILABLE: No connection established. Last error: Error: connect
+      // ECONNREFUSED 127.0.0.1:1. Resolution note: " and nothing about what to do.
+      expect(r.stderr).toMatch(/^kvctl: UNAVAILABLE: cannot reach the gateway at 127\.0\.0\.1:1 \(.*ECONNREFUSED.*\)\n/);
+      expect(r.stderr).toMatch(/is the store running there\? .*--address or KV_ADDRESS/);
+      expect(r.stderr).not.toMatch(/Resolution note/);
+    }
   });
+
+  it('passes on an UNAVAILABLE the gateway itself answered as it is, without the "cannot reach" hint', async () => {
+    // A gateway whose only worker never answers: it listens, but refuses calls until it knows the membership.
+    const dir = mkdtempSync(join(tmpdir(), 'kvctl-unready-'));
+    const gw = spawn(process.execPath, [dist('gateway/main.js'), '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--members', 'w-0=127.0.0.1:1', '--data-dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        let out = '';
+        gw.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /"port":(\d+).*"gateway listening"/.exec(out);
+          if (m) resolve(Number(m[1]));
+        });
+        gw.once('exit', (c) => reject(new Error(`gateway exited (${c}): ${out}`)));
+      });
+      const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', `127.0.0.1:${port}`, '--timeout', '3000', 'get', 'x'], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status).toBe(4);
+      expect(r.stderr).toBe('kvctl: UNAVAILABLE: the gateway has not learned the cluster membership yet; retry shortly\n');
+    } finally {
+      gw.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it('backup prints the id and location and exits 0', () => {
     const r = kvctl(['--timeout', '60000', 'backup']);
@@ -118,6 +150,18 @@ describe('kvctl', () => {
     const bad = kvctl(['get', 'x'], undefined, { KV_CLIENT_TLS: 'sure' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/value 'sure' from env 'KV_CLIENT_TLS' is invalid/);
+  });
+
+  it('names --admin-token-file when its file cannot be read, like --ca', () => {
+    // Before: "kvctl: ENOENT: no such file or directory, open '/…'", naming no setting.
+    for (const [args, env] of [
+      [['--admin-token-file', '/nonexistent/kv-token', 'cluster', 'status'], {}],
+      [['cluster', 'status'], { KV_ADMIN_TOKEN_FILE: '/nonexistent/kv-token' }],
+    ] as const) {
+      const r = kvctl([...args], undefined, env);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toBe('kvctl: --admin-token-file (KV_ADMIN_TOKEN_FILE): cannot read /nonexistent/kv-token: ENOENT\n');
+    }
   });
 
   it('--help lists the exit codes', () => {

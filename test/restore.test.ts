@@ -163,6 +163,14 @@ describe('restore', () => {
     cpSync(join(backupDir, backupId), copy, { recursive: true });
     rmSync(join(copy, 'manifest.json'));
     expect(kvctl(['verify', copy]).stderr).toMatch(/not a complete backup set: no manifest.json/);
+    // An id that is not in the folder looked in (the README's commands without the right --data-dir):
+    // the message says where it looked and how to look elsewhere, not only that a manifest is missing.
+    for (const cmd of ['verify', 'restore']) {
+      const absent = kvctl([cmd, '20200101T000000000Z', '--data-dir', join(root, 'no-such-data')]);
+      expect(absent.code, absent.stderr).toBe(1);
+      expect(absent.stderr).toContain(`${join(root, 'no-such-data', 'backups', '20200101T000000000Z')} is not a complete backup set: no manifest.json`);
+      expect(absent.stderr).toMatch(/no such folder: .*--data-dir or --backup-dir.*kvctl backups/);
+    }
     const missing = kvctl(['verify', copy, '--from-parts', 'worker-0,worker-1,worker-2,worker-3']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('worker-3.json');

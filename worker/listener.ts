@@ -9,6 +9,7 @@ import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from
 import * as grpc from '@grpc/grpc-js';
 import { EXCHANGE_ALPN, MAGIC } from '../shared/exchange-codec.js';
 import { listenAddress } from '../shared/grpc-server.js';
+import { GRPC_PORT, listenError } from '../shared/listen-error.js';
 import type { Logger } from '../shared/logger.js';
 
 // A connection that has not said which protocol it speaks within this time is dropped.
@@ -68,7 +69,7 @@ export async function listenWorker(o: ListenOptions): Promise<WorkerListener> {
   }
   const address = listenAddress(o.host, o.port);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`cannot listen on ${address}: ${err.message}`)));
+    server.once('error', (err) => reject(listenError(address, GRPC_PORT, err)));
     server.listen(o.port, o.host, () => resolve());
   });
   // Later errors (e.g. EMFILE while accepting) are logged; the server keeps serving what it can.

@@ -21,7 +21,7 @@ import { createWorkerMetrics } from './metrics.js';
 import { WorkerMembership } from './membership.js';
 import { WorkerService } from './service.js';
 import { Snapshotter } from './snapshot.js';
-import { Store, type SyncMode } from './store.js';
+import { Store, assertNotInUse, type SyncMode } from './store.js';
 
 const WORKER_SERVICE = 'kvstore.internal.Worker';
 const PUBLIC_SERVICE = 'kvstore.KeyValueStore';
@@ -38,7 +38,7 @@ const program = new Command('kv-worker')
   .addOption(new Option('--sync <mode>', 'durability: normal = survives process crash (WAL, fsync at checkpoint); full = fsync every commit (group commit per batch)').env(ENV.sync).choices(['normal', 'full']).default(DEFAULTS.sync))
   .addOption(metricsOption())
   .addOption(logLevelOption())
-  .showHelpAfterError();
+  .showHelpAfterError('(--help lists every setting)');
 addSwitch(
   program,
   new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway').env(ENV.directApi),
@@ -72,6 +72,11 @@ async function main(): Promise<void> {
   const tls = workerServerTls(opts);
   ensureDir(opts.dataDir, 'data directory');
   const dbFile = join(opts.dataDir, `${opts.name}.sqlite`);
+  assertNotInUse(
+    dbFile,
+    (code) =>
+      `database ${dbFile} is in use by another process (${code}): another worker named ${opts.name} is running on this data directory (a second npm start with the same --data-dir?); stop it, or give this worker its own --data-dir`,
+  );
   const store = new Store(dbFile, { sync: opts.sync, maxPages: opts.maxDbPages });
   const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
   const snapshots = new Snapshotter(dbFile, backupDir, opts.name);
