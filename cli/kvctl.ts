@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // kvctl: the command-line client of the public API.
 import * as grpc from '@grpc/grpc-js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { adminMetadata } from '../shared/auth.js';
 import { publicClientOptions } from '../shared/grpc-options.js';
@@ -291,7 +291,8 @@ program
       return;
     }
     if (rows.length === 0) {
-      out(`no backup sets in ${dir}`, {});
+      // A folder that is not there is more often a wrong --data-dir than a store never backed up.
+      out(existsSync(dir) ? `no backup sets in ${dir}` : `no backup sets: ${dir} does not exist (check --data-dir / --backup-dir)`, {});
       return;
     }
     const lines = [`backup sets in ${dir} (oldest first):`, 'ID                    STATE       WORKERS  KEYS        BYTES         CREATED'];

@@ -116,6 +116,13 @@ describe('restore', () => {
     expect(kvctl(['verify', backupId, '--backup-dir', backupDir]).code).toBe(0);
   });
 
+  it('says when the backup folder it was pointed at does not exist', () => {
+    const missing = join(root, 'no-such-folder');
+    const r = kvctl(['backups', '--backup-dir', missing]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`${missing} does not exist (check --data-dir / --backup-dir)`);
+  });
+
   it('full loop: wiped data directory, restore, start, every key and value back', async () => {
     const dataDir = join(root, 'original');
     rmSync(dataDir, { recursive: true, force: true });
