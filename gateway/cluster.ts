@@ -210,7 +210,7 @@ export class Cluster {
       if (storedNames !== seedNames) {
         this.log.warn(
           { epoch: stored.epoch, members: storedNames, seed: seedNames },
-          'the workers\' stored membership differs from --members/KV_MEMBERS; the stored one is used (change it with kvctl cluster add/remove)',
+          'the workers\' stored membership differs from the members this gateway was started with (--members/KV_MEMBERS; under npm start, --workers); the stored one is used (change it with kvctl cluster add/remove)',
         );
       }
       this.install(stored);
