@@ -6,17 +6,19 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FrameKind, FrameReader, KEEPALIVE_MS, PEER_SILENT_MS, encodeSignal } from '../shared/exchange-codec.js';
 import { createLogger } from '../shared/logger.js';
-import { serveExchangeSocket } from '../worker/exchange-socket.js';
+import { serveExchangeSocket, type ExchangeConnection } from '../worker/exchange-socket.js';
 
 const SILENT_MS = 400;
 let server: Server;
 let port: number;
 let closedByWorker = 0;
 
+const connections: ExchangeConnection[] = [];
+
 beforeAll(async () => {
   const log = createLogger('worker', 'silent');
   server = createServer((socket) => {
-    serveExchangeSocket(socket, Buffer.alloc(0), (batch) => ({ epoch: batch.epoch, results: [] }), log, () => closedByWorker++, SILENT_MS);
+    connections.push(serveExchangeSocket(socket, Buffer.alloc(0), (batch) => ({ epoch: batch.epoch, results: [] }), log, () => closedByWorker++, SILENT_MS));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   port = (server.address() as AddressInfo).port;
@@ -26,9 +28,10 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
 });
 
-function open(): Promise<{ s: Socket; closedAt: Promise<number> }> {
+/** A raw peer; with allowHalfOpen it does not answer the worker's FIN with its own. */
+function open(allowHalfOpen = false): Promise<{ s: Socket; closedAt: Promise<number> }> {
   return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1', () => resolve({ s, closedAt }));
+    const s = connect({ port, host: '127.0.0.1', allowHalfOpen }, () => resolve({ s, closedAt }));
     const closedAt = new Promise<number>((r) => s.once('close', () => r(Date.now())));
     s.once('error', reject);
     s.on('error', () => {});
@@ -73,8 +76,22 @@ describe('exchange connection whose gateway has gone silent', () => {
     expect(at! - stopped).toBeLessThan(5 * SILENT_MS);
   });
 
+  it('leaves a connection being closed (SIGTERM drain) to its grace, and reports a peer that never closed as cut off', async () => {
+    // The drain reports connections whose peer did not finish the close within the grace; a silence
+    // limit shorter than the grace used to end such a connection first, reported as closed cleanly.
+    const { s } = await open(true);
+    s.resume(); // reads, but never closes its side
+    for (let i = 0; i < 50 && connections.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    const started = Date.now();
+    const flushed = await connections[2].end(3 * SILENT_MS);
+    const took = Date.now() - started;
+    s.destroy();
+    expect(flushed, 'reported as closed cleanly').toBe(false);
+    expect(took).toBeGreaterThanOrEqual(3 * SILENT_MS - 50);
+  });
+
   it('told its owner each connection it closed', async () => {
-    for (let i = 0; i < 50 && closedByWorker < 2; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(closedByWorker).toBe(2);
+    for (let i = 0; i < 50 && closedByWorker < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(closedByWorker).toBe(3);
   });
 });

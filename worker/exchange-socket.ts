@@ -52,6 +52,9 @@ export function serveExchangeSocket(
       socket.end();
       socket.resume();
     }
+    // From here the grace alone decides when a peer that has not read its answers is cut off (and
+    // reported so): the silence limit would end a longer grace early, as if the peer had read them.
+    socket.setTimeout(0);
     const timer = setTimeout(() => {
       cutOff = true;
       socket.destroy();
