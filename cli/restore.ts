@@ -13,7 +13,7 @@ import { ensureDir } from '../shared/data-dir.js';
 import { Ring } from '../shared/ring.js';
 import { MANIFEST_FILE, partFile, partManifestFile, readManifest, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { OpType, type Op } from '../shared/proto.js';
-import { Store } from '../worker/store.js';
+import { Store, lockConflict } from '../worker/store.js';
 
 const BATCH = 2000;
 
@@ -143,28 +143,19 @@ function verifyManifest(dir: string, manifest: Manifest): VerifiedSet {
 }
 
 /**
- * Refuses a data directory in use. A running worker holds SQLite locks on its database; taking an
- * exclusive lock fails with SQLITE_BUSY then. A store killed without a clean stop leaves -wal/-shm
- * files but no lock: that is stopped, and its files are moved aside like any other.
+ * Refuses a data directory in use (worker/store.ts lockConflict). A store killed without a clean stop
+ * leaves -wal/-shm files but no lock: that is stopped, and its files are moved aside like any other.
  */
 export function assertStopped(dataDir: string): void {
   for (const f of databaseFiles(dataDir)) {
     const file = join(dataDir, f);
-    let db: Database.Database | undefined;
+    let conflict: ReturnType<typeof lockConflict>;
     try {
-      db = new Database(file, { fileMustExist: true, timeout: 0 });
-      db.pragma('locking_mode = EXCLUSIVE');
-      db.exec('BEGIN EXCLUSIVE');
-      db.exec('ROLLBACK');
+      conflict = lockConflict(file);
     } catch (err) {
-      const code = (err as { code?: string }).code ?? '';
-      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-        throw new RestoreError(`${file} is in use (${code}): a worker is still running on ${dataDir}; stop the store (every worker) before restoring`);
-      }
       throw new RestoreError(`${file} cannot be checked: ${(err as Error).message}`);
-    } finally {
-      db?.close();
     }
+    if (conflict) throw new RestoreError(`${file} is in use (${conflict.code}): a worker is still running on ${dataDir}; stop the store (every worker) before restoring`);
   }
 }
 

@@ -34,27 +34,43 @@ function checkExistingFile(file: string): void {
 }
 
 /**
- * Refuses a database file that another process has open: two workers on one file (a second npm start
- * on the same --data-dir, a second worker with the same --name) would serve the same keys as two
- * stores, each with membership state naming the other's addresses. A running worker holds SQLite
- * locks on its file, so an exclusive lock is refused at once (SQLITE_BUSY); a worker killed with
- * kill -9 holds none. `kvctl restore` tells a running store the same way. Other errors are left to the
- * Store's own open, which explains them.
+ * Whether another process has `file` open: a running worker holds SQLite locks on its database, so an
+ * exclusive lock is refused at once. Returns that refusal (SQLITE_BUSY or SQLITE_LOCKED), or undefined
+ * when nobody holds the file; a process killed with kill -9 holds none, though it leaves -wal/-shm
+ * files. Any other failure (not a database, unreadable) is thrown.
  */
-export function assertNotInUse(file: string, inUse: (code: string) => string): void {
-  if (!existsSync(file) || statSync(file).size === 0) return;
+export function lockConflict(file: string): Error & { code: string } | undefined {
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { fileMustExist: true, timeout: 0 });
     db.pragma('locking_mode = EXCLUSIVE');
     db.exec('BEGIN EXCLUSIVE');
     db.exec('ROLLBACK');
+    return undefined;
   } catch (err) {
     const code = (err as { code?: string }).code ?? '';
-    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) throw new Error(inUse(code), { cause: err });
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return err as Error & { code: string };
+    throw err;
   } finally {
     db?.close();
   }
+}
+
+/**
+ * Refuses a database file that another process has open: two workers on one file (a second npm start
+ * on the same --data-dir, a second worker with the same --name) would serve the same keys as two
+ * stores, each with membership state naming the other's addresses. `kvctl restore` tells a running
+ * store the same way. Other errors are left to the Store's own open, which explains them.
+ */
+export function assertNotInUse(file: string, inUse: (code: string) => string): void {
+  if (!existsSync(file) || statSync(file).size === 0) return;
+  let conflict: ReturnType<typeof lockConflict>;
+  try {
+    conflict = lockConflict(file);
+  } catch {
+    return;
+  }
+  if (conflict) throw new Error(inUse(conflict.code), { cause: conflict });
 }
 
 export class StoreError extends Error {
