@@ -6,30 +6,25 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setMembership, snapshot } from '../gateway/worker-rpc.js';
+import { snapshot } from '../gateway/worker-rpc.js';
 import { newBackupId } from '../shared/backup-sets.js';
-import { encodeState, type MembershipState } from '../shared/membership.js';
 import { OpType } from '../shared/proto.js';
 import { exchange, startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
 
 let worker: LoneWorker;
-let client: grpc.Client;
 
 beforeAll(async () => {
   worker = await startLoneWorker('kvstore-fence-');
-  client = worker.client;
 });
 
 afterAll(async () => {
   await worker?.stop();
 });
 
-const install = (state: MembershipState) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
-
 describe('snapshot fence', () => {
   it('refuses and deletes a snapshot during which the membership changed', async () => {
     const self = { name: 'worker-0', address: '127.0.0.1:1' };
-    expect((await install({ epoch: 1, members: [self], previous: null })).applied).toBe(true);
+    expect((await worker.install({ epoch: 1, members: [self], previous: null })).applied).toBe(true);
     // ~60 MB: VACUUM INTO, integrity_check and the checksum take a good fraction of a second.
     const value = 'v'.repeat(600);
     for (let b = 0; b < 20; b++) {
@@ -38,13 +33,13 @@ describe('snapshot fence', () => {
     }
 
     const id = newBackupId();
-    const taking = snapshot(client, 'worker-0', id, 1, 60_000).then(
+    const taking = snapshot(worker.client, 'worker-0', id, 1, 60_000).then(
       () => 'kept',
       (err: Error) => err.message,
     );
     await new Promise((r) => setTimeout(r, 30));
     // A migration starts while the snapshot runs.
-    expect((await install({ epoch: 2, members: [self, { name: 'worker-1', address: '127.0.0.1:2' }], previous: [self] })).applied).toBe(true);
+    expect((await worker.install({ epoch: 2, members: [self, { name: 'worker-1', address: '127.0.0.1:2' }], previous: [self] })).applied).toBe(true);
     expect(await taking).toMatch(/FAILED_PRECONDITION: worker worker-0 is at membership epoch 2, not the backup's 1.*changed while the snapshot was taken/);
     const setDir = join(worker.dir, 'backups', id);
     expect(existsSync(setDir) ? readdirSync(setDir) : []).toEqual([]);

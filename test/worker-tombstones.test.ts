@@ -4,18 +4,14 @@
 // live key, which the old owner then drops. A real worker process, driven through its internal API.
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setMembership } from '../gateway/worker-rpc.js';
-import { encodeState, type MembershipState } from '../shared/membership.js';
 import { OpType, type OpResult, type OpTypeValue } from '../shared/proto.js';
 import { Ring } from '../shared/ring.js';
 import { exchange, startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
 
 let worker: LoneWorker;
-let client: grpc.Client;
 
 beforeAll(async () => {
   worker = await startLoneWorker('kvstore-tomb-');
-  client = worker.client;
 });
 
 afterAll(async () => {
@@ -24,8 +20,6 @@ afterAll(async () => {
 
 /** One op through the exchange, at `epoch`. */
 const op = async (epoch: number, type: OpTypeValue, key: string, value = ''): Promise<OpResult> => (await exchange(worker.port, epoch, [{ id: 1, type, key, value }]))[0];
-
-const install = (state: MembershipState) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
 
 describe('tombstones across migrations', () => {
   it('a worker that missed the stable epoch starts the next migration without the old tombstones', async () => {
@@ -36,7 +30,7 @@ describe('tombstones across migrations', () => {
     const second = new Ring(['worker-0', 'worker-1']);
     let key = '';
     for (let i = 0; !key; i++) if (first.owner(`tomb/${i}`) === 'worker-0' && second.owner(`tomb/${i}`) === 'worker-1') key = `tomb/${i}`;
-    expect((await install({ epoch: 2, members: [m('worker-0'), m('worker-2')], previous: [m('worker-2')] })).applied).toBe(true);
+    expect((await worker.install({ epoch: 2, members: [m('worker-0'), m('worker-2')], previous: [m('worker-2')] })).applied).toBe(true);
     // A client deletes the moving key during that migration: a tombstone on its new owner.
     expect((await op(2, OpType.DELETE, key)).code).toBe(grpc.status.OK);
     // The tombstone works within its migration: the mover's older copy is skipped (found: a record is there).
@@ -44,7 +38,7 @@ describe('tombstones across migrations', () => {
 
     // Epoch 3 (stable [worker-0, worker-2]) never reaches this worker. Later the key lives on worker-1
     // (written after the delete), and epoch 4 moves it from there back to worker-0.
-    expect((await install({ epoch: 4, members: [m('worker-0')], previous: [m('worker-0'), m('worker-1')] })).applied).toBe(true);
+    expect((await worker.install({ epoch: 4, members: [m('worker-0')], previous: [m('worker-0'), m('worker-1')] })).applied).toBe(true);
     const copied = await op(4, OpType.COPY, key, 'written later');
     expect(copied).toMatchObject({ code: grpc.status.OK, found: false });
     expect((await op(4, OpType.GET, key)).value).toBe('written later');

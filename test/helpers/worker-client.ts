@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { FrameKind, FrameReader, MAGIC, decodeResults, encodeOps } from '../../shared/exchange-codec.js';
-import { workerApi, type KeyChunk, type Op, type OpResult } from '../../shared/proto.js';
+import { setMembership } from '../../gateway/worker-rpc.js';
+import { encodeState, type MembershipState } from '../../shared/membership.js';
+import { workerApi, type KeyChunk, type MembershipReply, type Op, type OpResult } from '../../shared/proto.js';
 import { Proc, dist } from './processes.js';
 
 export function scanWorkerKeys(port: number): Promise<string[]> {
@@ -55,6 +57,8 @@ export interface LoneWorker {
   client: grpc.Client;
   /** Its data folder (removed by stop). */
   dir: string;
+  /** Stores `state` as its membership (over none), passed on to the members it names. */
+  install(state: MembershipState): Promise<MembershipReply>;
   stop(): Promise<void>;
 }
 
@@ -69,6 +73,7 @@ export async function startLoneWorker(prefix: string): Promise<LoneWorker> {
     port: l.port,
     client,
     dir,
+    install: (state) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000),
     async stop() {
       client.close();
       await proc.stop();
