@@ -35,6 +35,15 @@ function pickKeys(prefix: string, joiner: string): { moving: string[]; staying: 
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Starts a worker and adds it through the gateway at `via`; resolves once its keys have moved. */
+async function join(name: string, via: string): Promise<void> {
+  const w = await cluster.startWorker(name);
+  const a = admin(via);
+  await a.add([{ name, address: `127.0.0.1:${w.listening!.port}` }]);
+  a.close();
+  await waitStable(via, 90_000);
+}
+
 /** Stops the clients, reads every key once more, checks every key's history and reports it. */
 async function judge(name: string, history: HistoryRecorder): Promise<void> {
   const stats = await history.stop();
@@ -93,11 +102,7 @@ describe('linearizability', () => {
     await pause(1500);
 
     // A worker joins through the second gateway; the first learns of it from the workers.
-    const w3 = await cluster.startWorker('worker-3');
-    const a2 = admin(secondAddress);
-    await a2.add([{ name: 'worker-3', address: `127.0.0.1:${w3.listening!.port}` }]);
-    a2.close();
-    await waitStable(secondAddress, 90_000);
+    await join('worker-3', secondAddress);
     await pause(500);
 
     // The owner of a staying key hangs for twice the client deadline, then resumes: what waited in
@@ -142,11 +147,7 @@ describe('linearizability', () => {
     stopped = cluster.gateway;
     stopped.kill('SIGSTOP');
     await pause(300);
-    const w4 = await cluster.startWorker('worker-4');
-    const a2 = admin(secondAddress);
-    await a2.add([{ name: 'worker-4', address: `127.0.0.1:${w4.listening!.port}` }]);
-    a2.close();
-    await waitStable(secondAddress, 90_000);
+    await join('worker-4', secondAddress);
     // It wakes after the keys have moved: the workers must refuse what it sends by the old ring
     // until it has caught up.
     stopped.kill('SIGCONT');
