@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import { adminTokenFileOption } from '../shared/auth.js';
 import { createLogger } from '../shared/logger.js';
-import { DEFAULTS, ENV, gatewayTuningOptions, intOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
+import { DEFAULTS, ENV, gatewayTuningOptions, intOption, keepaliveOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
 import { internalTlsOptions, publicTlsOptions, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { Supervised, scriptPath, stopTimeoutFor } from './supervisor.js';
 
@@ -23,7 +23,7 @@ const program = new Command('kvstore')
 // The gateway's and the workers' own settings, passed on to them when given here (flag or env var).
 const toGateway = gatewayTuningOptions();
 const toWorkers = workerTuningOptions();
-const toBoth = [shutdownGraceOption(), metricsOption()];
+const toBoth = [shutdownGraceOption(), keepaliveOption(), metricsOption()];
 // Embedded, one internal certificate serves both sides: it needs serverAuth and clientAuth usages and
 // a name the gateway can check (IP 127.0.0.1, or --internal-tls-server-name); docs/security.md.
 for (const o of [...toGateway, ...toWorkers, ...toBoth, ...publicTlsOptions(), ...internalTlsOptions('embedded')]) program.addOption(o);

@@ -5,13 +5,13 @@ import { ReflectionService } from '@grpc/reflection';
 import { Command, Option } from 'commander';
 import { adminTokenFileOption, createAdminAuth, readAdminToken } from '../shared/auth.js';
 import { addHealth, bindServer, drainServer, setAllHealth } from '../shared/grpc-server.js';
-import { publicServerOptions } from '../shared/grpc-options.js';
+import { publicServerOptions, serverKeepalive } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
 import { handleStops } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { adminApi, healthDefinition, publicApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, defaultBackupDir, gatewayTuningOptions, intOption, logLevelOption, metricsOption, shutdownGraceOption } from '../shared/settings.js';
+import { DEFAULTS, ENV, defaultBackupDir, gatewayTuningOptions, intOption, keepaliveOption, logLevelOption, metricsOption, shutdownGraceOption } from '../shared/settings.js';
 import { internalTlsOptions, publicServerTls, publicTlsOptions, workerChannelTls, type InternalTlsSettings, type PublicTlsSettings } from '../shared/tls.js';
 import { BackupCoordinator } from './backup.js';
 import { Cluster } from './cluster.js';
@@ -41,7 +41,7 @@ const program = new Command('kv-gateway')
   .addOption(logLevelOption())
   .addOption(adminTokenFileOption())
   .showHelpAfterError('(--help lists every setting)');
-for (const o of [...gatewayTuningOptions(), shutdownGraceOption(), ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
+for (const o of [...gatewayTuningOptions(), shutdownGraceOption(), keepaliveOption(), ...publicTlsOptions(), ...internalTlsOptions('gateway')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -58,6 +58,7 @@ const opts = program.opts<{
   backupDir?: string;
   backupKeep: number;
   shutdownGraceMs: number;
+  keepaliveMs: number;
   migrationRate: number;
   metrics: 'on' | 'off';
   logLevel: string;
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
   const backups = new BackupCoordinator(cluster, { backupDir, timeoutMs: opts.backupTimeoutMs, keep: opts.backupKeep }, log, metrics.backups);
 
   let stopping = false;
-  const server = new grpc.Server(publicServerOptions);
+  const server = new grpc.Server({ ...publicServerOptions, ...serverKeepalive(opts.keepaliveMs) });
   const api = publicApi();
   server.addService(strictService(api.KeyValueStore.service), kvService({ cluster, backups, metrics, log, fanoutTimeoutMs: opts.fanoutTimeoutMs, metricsOn: opts.metrics === 'on' }));
   server.addService(

@@ -49,6 +49,13 @@ export const workerChannelOptions: ChannelOptions = {
   'grpc.keepalive_permit_without_calls': 1,
 };
 
+const SERVER_KEEPALIVE_TIMEOUT_MS = 20_000;
+
+/** A server's pings to its clients (`--keepalive-ms`, shared/settings.ts); 0 leaves grpc-js's default: none. */
+export function serverKeepalive(ms: number): ChannelOptions {
+  return ms === 0 ? {} : { 'grpc.keepalive_time_ms': ms, 'grpc.keepalive_timeout_ms': Math.min(ms, SERVER_KEEPALIVE_TIMEOUT_MS) };
+}
+
 export const publicClientOptions: ChannelOptions = {
   'grpc.max_receive_message_length': CLIENT_MAX_RECEIVE_BYTES,
 };

@@ -17,6 +17,8 @@ export const DEFAULTS = {
   backupTimeoutMs: 600_000,
   migrationRate: 5000,
   shutdownGraceMs: 10_000,
+  // Redis pings idle clients every 300 s by default (tcp-keepalive); etcd every 2 h.
+  keepaliveMs: 300_000,
   sync: 'normal',
   logLevel: 'info',
   metrics: 'on',
@@ -40,6 +42,7 @@ export const ENV = {
   backupTimeoutMs: 'KV_BACKUP_TIMEOUT_MS',
   migrationRate: 'KV_MIGRATION_RATE',
   shutdownGraceMs: 'KV_SHUTDOWN_GRACE_MS',
+  keepaliveMs: 'KV_KEEPALIVE_MS',
   maxDbPages: 'KV_MAX_DB_PAGES',
   sync: 'KV_SYNC',
   logLevel: 'KV_LOG_LEVEL',
@@ -144,6 +147,21 @@ export function workerTuningOptions(): Option[] {
 
 export function shutdownGraceOption(): Option {
   return intOption('--shutdown-grace-ms <ms>', 'how long SIGTERM waits for in-flight calls (0 = do not wait)', ENV.shutdownGraceMs, DEFAULTS.shutdownGraceMs, { max: TIMER_MS.max });
+}
+
+/**
+ * A client that vanished without closing its connection (a host gone, a pod deleted behind a NAT)
+ * leaves an HTTP/2 session that grpc-js keeps for good, since it never pings clients by default;
+ * TCP alone only notices when the server next writes. The server pings instead.
+ */
+export function keepaliveOption(): Option {
+  return intOption(
+    '--keepalive-ms <ms>',
+    'how often the gRPC server pings each client connection; one that does not answer within the same time (at most 20 s) is closed (0 = never ping)',
+    ENV.keepaliveMs,
+    DEFAULTS.keepaliveMs,
+    { max: TIMER_MS.max },
+  );
 }
 
 export function logLevelOption(): Option {

@@ -6,14 +6,14 @@ import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { ensureDir } from '../shared/data-dir.js';
 import { addHealth, drainServer, setAllHealth } from '../shared/grpc-server.js';
-import { workerServerOptions } from '../shared/grpc-options.js';
+import { serverKeepalive, workerServerOptions } from '../shared/grpc-options.js';
 import { startHttpEndpoints } from '../shared/http-server.js';
 import { handleStops } from '../shared/lifecycle.js';
 import { LogLimiter } from '../shared/log-limiter.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
 import { publicApi, workerApi } from '../shared/proto.js';
-import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
+import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intOption, keepaliveOption, logLevelOption, metricsOption, shutdownGraceOption, workerTuningOptions } from '../shared/settings.js';
 import { internalTlsOptions, workerServerTls, type InternalTlsSettings } from '../shared/tls.js';
 import { directApi } from './direct-api.js';
 import { listenWorker } from './listener.js';
@@ -43,7 +43,7 @@ addSwitch(
   program,
   new Option('--direct-api', 'also serve the public KeyValueStore API on the gRPC port, without a gateway: for benchmarking (npm run bench) and single-node use only; with several workers, clients must use the gateway').env(ENV.directApi),
 );
-for (const o of [...workerTuningOptions(), shutdownGraceOption(), ...internalTlsOptions('worker')]) program.addOption(o);
+for (const o of [...workerTuningOptions(), shutdownGraceOption(), keepaliveOption(), ...internalTlsOptions('worker')]) program.addOption(o);
 
 program.parse();
 const opts = program.opts<{
@@ -56,6 +56,7 @@ const opts = program.opts<{
   sync: SyncMode;
   maxDbPages: number;
   shutdownGraceMs: number;
+  keepaliveMs: number;
   directApi: boolean;
   metrics: 'on' | 'off';
   logLevel: string;
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
   const membership = new WorkerMembership(store, opts.name);
   const metricsOn = opts.metrics === 'on';
   const service = new WorkerService(opts.name, store, snapshots, metrics, log, membership, metricsOn);
-  const server = new grpc.Server(workerServerOptions);
+  const server = new grpc.Server({ ...workerServerOptions, ...serverKeepalive(opts.keepaliveMs) });
   server.addService(workerApi().Worker.service, service.implementation());
   const services = [WORKER_SERVICE];
   if (opts.directApi) {
