@@ -42,6 +42,19 @@ export interface Routed {
 }
 
 const MAX_EPOCH_RETRIES = 3;
+
+/**
+ * A worker still refusing the epoch after every refresh (one that cannot be reached for the
+ * membership, say, while it restarts mid-migration) is, to the client, a worker it cannot use now:
+ * UNAVAILABLE, which it retries. FAILED_PRECONDITION is internal; the public contract does not list it.
+ */
+function stillRefused(r: OpResult, refreshes: number): OpResult {
+  return {
+    ...r,
+    code: grpc.status.UNAVAILABLE,
+    message: `${r.message}; still refused after ${refreshes} membership refreshes (a membership change or a worker restart is in progress), so the request was not applied: retry`,
+  };
+}
 const BOOTSTRAP_RETRY_MS = 500;
 
 export class Cluster {
@@ -386,7 +399,8 @@ export class Cluster {
       const owner = p.owner(key);
       const previous = p.previousOwner(key, owner);
       const routed = owner === previous ? { r: await this.link(owner).call(type, key, value, p.epoch), worker: owner } : await this.moving(type, key, value, owner, previous, p.epoch);
-      if (routed.r.code !== grpc.status.FAILED_PRECONDITION || attempt >= MAX_EPOCH_RETRIES) return routed;
+      if (routed.r.code !== grpc.status.FAILED_PRECONDITION) return routed;
+      if (attempt >= MAX_EPOCH_RETRIES) return { ...routed, r: stillRefused(routed.r, attempt) };
       await this.refresh();
     }
   }

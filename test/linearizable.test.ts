@@ -16,10 +16,10 @@ import { reportFigures } from './helpers/verifier.js';
 const THREE = ['worker-0', 'worker-1', 'worker-2'];
 const FOUR = [...THREE, 'worker-3'];
 
-/** Eight keys: three that move to `joiner` when it joins, and five that stay, on all three workers. */
-function pickKeys(prefix: string, joiner: string): { moving: string[]; staying: string[] } {
-  const before = new Ring(THREE);
-  const after = new Ring([...THREE, joiner]);
+/** Three keys that move to `joiner` when it joins `members`, and five or more that stay, on three workers. */
+function pickKeys(prefix: string, members: string[], joiner: string): { moving: string[]; staying: string[] } {
+  const before = new Ring(members);
+  const after = new Ring([...members, joiner]);
   const moving: string[] = [];
   const staying: string[] = [];
   for (let i = 0; moving.length < 3 || staying.length < 5 || new Set(staying.map((k) => before.owner(k))).size < 3; i++) {
@@ -35,12 +35,17 @@ function pickKeys(prefix: string, joiner: string): { moving: string[]; staying: 
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts a worker and adds it through the gateway at `via`; resolves once its keys have moved. */
-async function join(name: string, via: string): Promise<void> {
+/** Starts a worker and adds it through the gateway at `via`; resolves once the change is accepted. */
+async function startJoin(name: string, via: string): Promise<void> {
   const w = await cluster.startWorker(name);
   const a = admin(via);
   await a.add([{ name, address: `127.0.0.1:${w.listening!.port}` }]);
   a.close();
+}
+
+/** startJoin, then wait until the keys have moved. */
+async function join(name: string, via: string): Promise<void> {
+  await startJoin(name, via);
   await waitStable(via, 90_000);
 }
 
@@ -81,7 +86,19 @@ beforeAll(async () => {
   // A slow mover, so that keys are still moving while the clients run.
   cluster = await TestCluster.start({ workers: 3, gatewayArgs: ['--migration-rate', '400', '--request-timeout-ms', '800'] });
   ({ address: secondAddress } = await cluster.startExtraGateway());
+  // Keys for the mover to carry, so that a migration lasts a few seconds.
+  const filler = kvClient(cluster.address, 10_000);
+  await putFiller(filler, 3000, 300);
+  filler.close();
 }, 60_000);
+
+/** The workers on the ring now (each test starts from where the one before left the cluster). */
+async function ringMembers(): Promise<string[]> {
+  const a = admin(cluster.address);
+  const s = await a.status();
+  a.close();
+  return s.members.map((m) => m.name);
+}
 
 afterAll(async () => {
   stopped?.kill('SIGCONT');
@@ -90,12 +107,10 @@ afterAll(async () => {
 
 describe('linearizability', () => {
   it('holds for Put, Get and Delete on shared keys through two gateways, across joins, hangs, crashes and leaves', async () => {
-    const { moving, staying } = pickKeys('lin', 'worker-3');
+    expect(await ringMembers()).toEqual(THREE);
+    const { moving, staying } = pickKeys('lin', THREE, 'worker-3');
     const keys = [...moving, ...staying];
     const ring = new Ring(THREE);
-    const filler = kvClient(cluster.address, 10_000);
-    await putFiller(filler, 3000, 300);
-    filler.close();
 
     const history = new HistoryRecorder([cluster.address, secondAddress], keys, 1000);
     history.start(10, 120_000);
@@ -138,7 +153,7 @@ describe('linearizability', () => {
   }, 300_000);
 
   it('holds when a gateway sleeps through a whole migration and wakes with calls routed by the old ring', async () => {
-    const { moving, staying } = pickKeys('lin2', 'worker-4');
+    const { moving, staying } = pickKeys('lin2', await ringMembers(), 'worker-4');
     const history = new HistoryRecorder([cluster.address, secondAddress], [...moving, ...staying], 1000);
     history.start(10, 120_000);
     await pause(1000);
@@ -155,5 +170,33 @@ describe('linearizability', () => {
     await pause(2500);
 
     await judge('linearizable-stale-gateway', history);
+  }, 300_000);
+
+  it('holds when the gateway moving the keys and a source worker are SIGKILLed mid-migration', async () => {
+    const members = await ringMembers();
+    const { moving, staying } = pickKeys('lin3', members, 'worker-5');
+    const history = new HistoryRecorder([cluster.address, secondAddress], [...moving, ...staying], 1000);
+    history.start(10, 120_000);
+    await pause(1000);
+
+    // The first gateway runs the mover, and dies mid-migration; restarted, it learns the migration
+    // from the workers and resumes it.
+    await startJoin('worker-5', cluster.address);
+    const a1 = admin(cluster.address);
+    await waitFor('some keys to move', async () => (await a1.status()).keys_moved > 20, 30_000, 50);
+    a1.close();
+    cluster.gateway.kill('SIGKILL');
+    await cluster.gateway.exited();
+    await cluster.startGateway();
+    // The old owner of a moving key dies while keys leave it, and comes back.
+    const sourceName = new Ring(members).owner(moving[0]);
+    cluster.worker(sourceName).kill('SIGKILL');
+    await cluster.worker(sourceName).exited();
+    await pause(300);
+    await cluster.startWorker(sourceName);
+    await waitStable(cluster.address, 90_000);
+    await pause(1000);
+
+    await judge('linearizable-kill-mid-migration', history);
   }, 300_000);
 });

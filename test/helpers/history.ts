@@ -12,11 +12,13 @@ export interface HistoryStats {
   unknownWrites: number;
   failedReads: number;
   errorsByCode: Record<string, number>;
+  /** The first message seen for each status code. */
+  errorSamples: Record<string, string>;
 }
 
 export class HistoryRecorder {
   readonly byKey = new Map<string, HistoryOp[]>();
-  readonly stats: HistoryStats = { ops: 0, answered: 0, unknownWrites: 0, failedReads: 0, errorsByCode: {} };
+  readonly stats: HistoryStats = { ops: 0, answered: 0, unknownWrites: 0, failedReads: 0, errorsByCode: {}, errorSamples: {} };
   private readonly clients: KvClient[];
   private running: Promise<void>[] = [];
   private stopping = false;
@@ -92,6 +94,7 @@ export class HistoryRecorder {
       } else {
         const name = grpc.status[code] ?? String(code);
         this.stats.errorsByCode[name] = (this.stats.errorsByCode[name] ?? 0) + 1;
+        this.stats.errorSamples[name] ??= `${kind} ${key}: ${(err as Error).message}`;
         if (kind === 'get') this.stats.failedReads++;
         else this.stats.unknownWrites++;
         return true;

@@ -1,0 +1,115 @@
+// A worker that keeps refusing a request's membership epoch, and that the gateway cannot reach to
+// agree on the membership, must not hand the client FAILED_PRECONDITION: an internal status the
+// public contract does not list. After its retries the gateway answers UNAVAILABLE, naming the
+// worker and saying nothing was applied, so the client retries. Seen in test/linearizable.test.ts
+// (2 calls of ~4,000) right after a worker and a gateway were restarted mid-migration.
+//
+// To hold the refusal: the worker's one port is reached through a relay that passes the gateway's
+// exchange connection (which starts with the exchange's magic bytes) but, once switched, closes
+// every gRPC connection, so the gateway's membership refreshes fail; and the worker's membership is
+// moved one epoch ahead behind the gateway's back.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getMembership } from '../gateway/worker-rpc.js';
+import { MAGIC } from '../shared/exchange-codec.js';
+import { decodeState } from '../shared/membership.js';
+import { OpType } from '../shared/proto.js';
+import { errorOf, grpc, kvClient } from './helpers/client.js';
+import { Proc, dist } from './helpers/processes.js';
+import { exchange, startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
+
+/** Passes connections to `port`; with `grpcRefused`, closes every connection that is not the exchange. */
+class ExchangeOnlyRelay {
+  private server!: Server;
+  private readonly grpcSockets = new Set<Socket>();
+  private readonly all = new Set<Socket>();
+  grpcRefused = false;
+  port = 0;
+
+  static async start(port: number): Promise<ExchangeOnlyRelay> {
+    const relay = new ExchangeOnlyRelay();
+    relay.server = createServer((client) => {
+      relay.all.add(client);
+      client.on('error', () => undefined);
+      client.once('data', (first: Buffer) => {
+        const exchange = first.subarray(0, MAGIC.length).equals(MAGIC);
+        if (!exchange && relay.grpcRefused) return client.destroy();
+        const upstream = connect(port, '127.0.0.1');
+        relay.all.add(upstream);
+        upstream.on('error', () => undefined);
+        if (!exchange) relay.grpcSockets.add(client);
+        upstream.write(first);
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+      });
+    });
+    await new Promise<void>((resolve) => relay.server.listen(0, '127.0.0.1', resolve));
+    relay.port = (relay.server.address() as { port: number }).port;
+    return relay;
+  }
+
+  /** From now on only the exchange gets through; gRPC connections open now are closed. */
+  refuseGrpc(): void {
+    this.grpcRefused = true;
+    for (const s of this.grpcSockets) s.destroy();
+  }
+
+  close(): void {
+    for (const s of this.all) s.destroy();
+    this.server.close();
+  }
+}
+
+let worker: LoneWorker;
+let relay: ExchangeOnlyRelay;
+let gateway: Proc;
+let dir: string;
+
+beforeAll(async () => {
+  worker = await startLoneWorker('kvstore-epoch-refusal-');
+  relay = await ExchangeOnlyRelay.start(worker.port);
+  dir = mkdtempSync(join(tmpdir(), 'kvstore-epoch-refusal-gw-'));
+  gateway = new Proc(dist('gateway/main.js'), [
+    '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir,
+    '--members', `worker-0=127.0.0.1:${relay.port}`, '--request-timeout-ms', '2000',
+  ]);
+  await gateway.start();
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.stop();
+  relay?.close();
+  await worker?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('a worker that keeps refusing the epoch', () => {
+  it('gives the client UNAVAILABLE naming the worker, not FAILED_PRECONDITION, and applies nothing', async () => {
+    const kv = kvClient(`127.0.0.1:${gateway.listening!.port}`, 10_000);
+    try {
+      expect(await kv.put('k', 'before')).toBe('');
+
+      relay.refuseGrpc();
+      const stored = decodeState((await getMembership(worker.client, 'worker-0', 5000)).state_json);
+      await worker.install({ ...stored, epoch: stored.epoch + 1 });
+
+      const err = await errorOf(kv.put('k', 'refused'));
+      expect(grpc.status[err.code]).toBe('UNAVAILABLE');
+      expect(err.details).toContain('worker-0');
+      expect(err.details).toMatch(/epoch/);
+      expect(err.details).toMatch(/not applied/);
+      const getErr = await errorOf(kv.get('k'));
+      expect(grpc.status[getErr.code]).toBe('UNAVAILABLE');
+    } finally {
+      kv.close();
+    }
+    // Nothing was applied: the worker still holds the value from before (read at its own epoch, 0).
+    const [r] = await exchange(worker.port, 0, [{ id: 1, type: OpType.GET, key: 'k', value: '' }]);
+    expect(r.value).toBe('before');
+  });
+});
