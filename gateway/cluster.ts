@@ -42,6 +42,9 @@ export interface Routed {
 }
 
 const MAX_EPOCH_RETRIES = 3;
+// How long a refresh waits for the channel of a worker that just refused an epoch: twice the
+// channel's longest reconnect backoff (workerChannelOptions).
+const READY_WAIT_MS = 2000;
 
 /**
  * A worker still refusing the epoch after every refresh (one that cannot be reached for the
@@ -242,18 +245,20 @@ export class Cluster {
 
   /**
    * Asks every participant for its state, adopts the highest epoch, and brings every worker that is
-   * behind up to it. Concurrent callers share one refresh.
+   * behind up to it. Concurrent callers share one refresh. `refusedBy`: the worker that just refused
+   * a request's epoch, so it is up, though its gRPC channel may still be in reconnect backoff (it
+   * restarted, and the exchange connection came back first); its answer is waited for, briefly.
    */
-  refresh(): Promise<void> {
+  refresh(refusedBy?: string): Promise<void> {
     if (!this.refreshing) {
-      this.refreshing = this.doRefresh().finally(() => {
+      this.refreshing = this.doRefresh(refusedBy).finally(() => {
         this.refreshing = undefined;
       });
     }
     return this.refreshing;
   }
 
-  private async doRefresh(): Promise<void> {
+  private async doRefresh(refusedBy?: string): Promise<void> {
     const t = this.options.controlTimeoutMs;
     let best = this.current().state;
     // Each worker asked, with the epoch it answered (undefined: no answer).
@@ -263,7 +268,9 @@ export class Cluster {
     for (let round = 0; round < 2; round++) {
       const toAsk = participants(best).filter((m) => !asked.has(m.name));
       if (toAsk.length === 0) break;
-      const replies = await Promise.allSettled(toAsk.map((m) => this.withClient(m, (c) => getMembership(c, m.name, t))));
+      const replies = await Promise.allSettled(
+        toAsk.map((m) => this.withClient(m, (c) => (m.name === refusedBy ? getMembership(c, m.name, Math.min(t, READY_WAIT_MS), true) : getMembership(c, m.name, t)))),
+      );
       replies.forEach((r, i) => {
         asked.set(toAsk[i].name, { m: toAsk[i], epoch: r.status === 'fulfilled' ? r.value.epoch : undefined });
         if (r.status !== 'fulfilled' || !r.value.state_json) return;
@@ -375,15 +382,15 @@ export class Cluster {
       (err, r) => {
         if (err) return done(err);
         if (r!.code !== grpc.status.FAILED_PRECONDITION) return done(null, r, owner);
-        this.routeSlowly(type, key, value, 1, done);
+        this.routeSlowly(type, key, value, 1, done, owner);
       },
       epoch,
     );
   }
 
   /** execute() from `attempt` on, refreshing the membership first after an epoch refusal (attempt > 0). */
-  private routeSlowly(type: OpTypeValue, key: string, value: string, attempt: number, done: RouteDone): void {
-    (attempt > 0 ? this.refresh().then(() => this.execute(type, key, value, attempt)) : this.execute(type, key, value, attempt))
+  private routeSlowly(type: OpTypeValue, key: string, value: string, attempt: number, done: RouteDone, refusedBy?: string): void {
+    (attempt > 0 ? this.refresh(refusedBy).then(() => this.execute(type, key, value, attempt)) : this.execute(type, key, value, attempt))
       .then(
         (x) => done(null, x.r, x.worker),
         (err: unknown) => done(err),
@@ -401,7 +408,9 @@ export class Cluster {
       const routed = owner === previous ? { r: await this.link(owner).call(type, key, value, p.epoch), worker: owner } : await this.moving(type, key, value, owner, previous, p.epoch);
       if (routed.r.code !== grpc.status.FAILED_PRECONDITION) return routed;
       if (attempt >= MAX_EPOCH_RETRIES) return { ...routed, r: stillRefused(routed.r, attempt) };
-      await this.refresh();
+      // Only a request's first refresh waits for the refusing worker, so a worker whose gRPC stays
+      // unreachable costs a request one wait, not one per retry.
+      await this.refresh(attempt === 0 ? routed.worker : undefined);
     }
   }
 

@@ -3,12 +3,14 @@ import * as grpc from '@grpc/grpc-js';
 import { KvError, statusName } from '../shared/errors.js';
 import type { KeyChunk, MembershipReply, ScanRequest, SnapshotReply, StatusReply } from '../shared/proto.js';
 
-type UnaryFn<Req, Res> = (req: Req, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => void;
+type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => void;
 
-function unary<Req, Res>(client: grpc.Client, worker: string, method: string, req: Req, timeoutMs: number): Promise<Res> {
+/** `waitForReady`: wait (within the deadline) for a channel still reconnecting, instead of failing at once. */
+function unary<Req, Res>(client: grpc.Client, worker: string, method: string, req: Req, timeoutMs: number, waitForReady = false): Promise<Res> {
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, UnaryFn<Req, Res>>)[method].bind(client);
-    fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
+    // grpc-js takes wait-for-ready from the call's metadata options.
+    fn(req, new grpc.Metadata({ waitForReady }), { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) reject(new KvError(transportCode(err.code), `worker ${worker}: ${method}: ${statusName(err.code)}: ${err.details}`));
       else resolve(res!);
     });
@@ -26,8 +28,8 @@ function transportCode(code: number): number {
 export const workerStatus = (c: grpc.Client, worker: string, timeoutMs: number): Promise<StatusReply> =>
   unary<object, StatusReply>(c, worker, 'Status', {}, timeoutMs);
 
-export const getMembership = (c: grpc.Client, worker: string, timeoutMs: number): Promise<MembershipReply> =>
-  unary<object, MembershipReply>(c, worker, 'GetMembership', {}, timeoutMs);
+export const getMembership = (c: grpc.Client, worker: string, timeoutMs: number, waitForReady = false): Promise<MembershipReply> =>
+  unary<object, MembershipReply>(c, worker, 'GetMembership', {}, timeoutMs, waitForReady);
 
 export const setMembership = (
   c: grpc.Client,

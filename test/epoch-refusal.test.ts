@@ -2,7 +2,9 @@
 // agree on the membership, must not hand the client FAILED_PRECONDITION: an internal status the
 // public contract does not list. After its retries the gateway answers UNAVAILABLE, naming the
 // worker and saying nothing was applied, so the client retries. Seen in test/linearizable.test.ts
-// (2 calls of ~4,000) right after a worker and a gateway were restarted mid-migration.
+// (2 calls of ~4,000) right after a worker and a gateway were restarted mid-migration. And when the
+// worker's gRPC comes back soon, as after a restart, the gateway's refresh waits for it and the
+// request succeeds.
 //
 // To hold the refusal: the worker's one port is reached through a relay that passes the gateway's
 // exchange connection (which starts with the exchange's magic bytes) but, once switched, closes
@@ -59,6 +61,10 @@ class ExchangeOnlyRelay {
     for (const s of this.grpcSockets) s.destroy();
   }
 
+  allowGrpc(): void {
+    this.grpcRefused = false;
+  }
+
   close(): void {
     for (const s of this.all) s.destroy();
     this.server.close();
@@ -111,5 +117,21 @@ describe('a worker that keeps refusing the epoch', () => {
     // Nothing was applied: the worker still holds the value from before (read at its own epoch, 0).
     const [r] = await exchange(worker.port, 0, [{ id: 1, type: OpType.GET, key: 'k', value: '' }]);
     expect(r.value).toBe('before');
+  });
+
+  it('is waited out when the worker answers its gRPC again soon: the request then succeeds', async () => {
+    // As when a worker restarts: its exchange connection is back before the gateway's gRPC channel
+    // to it has left reconnect backoff. The refresh waits for that channel, briefly.
+    const stored = decodeState((await getMembership(worker.client, 'worker-0', 5000)).state_json);
+    await worker.install({ ...stored, epoch: stored.epoch + 1 });
+    const kv = kvClient(`127.0.0.1:${gateway.listening!.port}`, 10_000);
+    const back = setTimeout(() => relay.allowGrpc(), 500);
+    try {
+      expect(await kv.put('k', 'after')).toBe('before');
+      expect(await kv.get('k')).toBe('after');
+    } finally {
+      clearTimeout(back);
+      kv.close();
+    }
   });
 });
