@@ -13,7 +13,7 @@ import { ensureDir } from '../shared/data-dir.js';
 import { Ring } from '../shared/ring.js';
 import { MANIFEST_FILE, partFile, partManifestFile, readManifest, type Manifest, type PartManifest } from '../shared/backup-sets.js';
 import { OpType, type Op } from '../shared/proto.js';
-import { Store, lockConflict } from '../worker/store.js';
+import { Store, holdInstanceLock, lockConflict } from '../worker/store.js';
 
 const BATCH = 2000;
 
@@ -193,7 +193,31 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const target = new Ring(names); // validates: non-empty, no duplicates
   ensureDir(opts.dataDir, 'data directory');
   assertStopped(opts.dataDir);
+  // Held while the data directory changes, so that a worker starting meanwhile refuses to.
+  const locks = lockWorkers(opts.dataDir, [...databaseFiles(opts.dataDir).map((f) => f.slice(0, -'.sqlite'.length)), ...names]);
+  try {
+    return restoreLocked(opts, manifest, names, target, log);
+  } finally {
+    for (const l of locks) l.release();
+  }
+}
 
+/** The instance lock (worker/store.ts holdInstanceLock) of each named worker's database in `dataDir`. */
+function lockWorkers(dataDir: string, names: string[]): { release(): void }[] {
+  const held: { release(): void }[] = [];
+  try {
+    for (const name of new Set(names)) {
+      const file = join(dataDir, `${name}.sqlite`);
+      held.push(holdInstanceLock(file, (code) => `${file} is in use (${code}): a worker is starting or running on ${dataDir}; stop the store (every worker) before restoring`));
+    }
+    return held;
+  } catch (err) {
+    for (const l of held) l.release();
+    throw new RestoreError((err as Error).message);
+  }
+}
+
+function restoreLocked(opts: RestoreOptions, manifest: Manifest, names: string[], target: Ring, log: (line: string) => void): RestoreResult {
   const stamp = new Date().toISOString().replace(/[-:.]/g, '');
   const staging = join(opts.dataDir, `.restore-${manifest.id}-${stamp}`);
   rmSync(staging, { recursive: true, force: true });

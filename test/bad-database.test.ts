@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { grpc, kvClient } from './helpers/client.js';
 import { Proc, TestCluster, dist } from './helpers/processes.js';
 import { reportFigures } from './helpers/verifier.js';
+import { holdInstanceLock } from '../worker/store.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -70,6 +71,46 @@ describe('a database another worker has open', () => {
     const again = await startWorker(dir);
     expect(again.started, again.output).toBe(true);
     expect(await again.proc.stop()).toBe(0);
+  }, 60_000);
+
+  it('of workers started on one fresh data directory at the same instant, exactly one runs', async () => {
+    // Before: the check probed the database and then opened it, and skipped a database not created
+    // yet, so workers started together on a fresh folder all ran on one file. Now the first to take
+    // the instance lock (worker-0.sqlite-lock) runs and the others refuse.
+    for (let round = 0; round < 2; round++) {
+      const dir = tempDir();
+      const all = await Promise.all(Array.from({ length: 4 }, () => startWorker(dir)));
+      const running = all.filter((w) => w.started);
+      try {
+        expect(running.length, all.map((w) => w.output).join('\n')).toBe(1);
+        for (const w of all.filter((x) => !x.started)) {
+          expect(await w.proc.exited()).toBe(1);
+          expect(w.output).toMatch(/is in use by another process \(SQLITE_BUSY\)/);
+        }
+      } finally {
+        for (const w of running) await w.proc.stop();
+      }
+    }
+  }, 90_000);
+
+  it('the lock is held for the worker\'s whole life and freed by kill -9; a holder keeps a new worker out', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'worker-0.sqlite');
+    const inUse = (code: string): string => `held (${code})`;
+    // Something else holds it (kvctl restore does, while it writes): the worker refuses, even with
+    // no database file yet.
+    const held = holdInstanceLock(file, inUse);
+    const refused = await startWorker(dir);
+    held.release();
+    expect(refused.started, refused.output).toBe(false);
+    expect(refused.output).toMatch(/is in use by another process \(SQLITE_BUSY\)/);
+
+    const worker = await startWorker(dir);
+    expect(worker.started, worker.output).toBe(true);
+    expect(() => holdInstanceLock(file, inUse)).toThrow('held (SQLITE_BUSY)');
+    worker.proc.kill('SIGKILL');
+    await worker.proc.exited();
+    holdInstanceLock(file, inUse).release();
   }, 60_000);
 });
 

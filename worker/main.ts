@@ -21,7 +21,7 @@ import { createWorkerMetrics } from './metrics.js';
 import { WorkerMembership } from './membership.js';
 import { WorkerService } from './service.js';
 import { Snapshotter } from './snapshot.js';
-import { Store, assertNotInUse, type SyncMode } from './store.js';
+import { Store, assertNotInUse, holdInstanceLock, type SyncMode } from './store.js';
 
 const WORKER_SERVICE = 'kvstore.internal.Worker';
 const PUBLIC_SERVICE = 'kvstore.KeyValueStore';
@@ -73,11 +73,12 @@ async function main(): Promise<void> {
   const tls = workerServerTls(opts);
   ensureDir(opts.dataDir, 'data directory');
   const dbFile = join(opts.dataDir, `${opts.name}.sqlite`);
-  assertNotInUse(
-    dbFile,
-    (code) =>
-      `database ${dbFile} is in use by another process (${code}): another worker named ${opts.name} is running on this data directory (a second npm start with the same --data-dir?); stop it, or give this worker its own --data-dir`,
-  );
+  const inUse = (code: string): string =>
+    `database ${dbFile} is in use by another process (${code}): another worker named ${opts.name} is running on this data directory (a second npm start with the same --data-dir?), or kvctl restore is writing it; stop it, or give this worker its own --data-dir`;
+  // Held until the database is closed, or the process ends however it ends; the probe also catches a
+  // process that is not a worker (an sqlite3 shell, say) with the database open.
+  const instanceLock = holdInstanceLock(dbFile, inUse);
+  assertNotInUse(dbFile, inUse);
   const store = new Store(dbFile, { sync: opts.sync, maxPages: opts.maxDbPages });
   const backupDir = opts.backupDir ?? defaultBackupDir(opts.dataDir);
   const snapshots = new Snapshotter(dbFile, backupDir, opts.name);
@@ -131,6 +132,7 @@ async function main(): Promise<void> {
     await exchangesClosed;
     await snapshots.close();
     store.close();
+    instanceLock.release();
     await http.close();
     log.info({ how }, 'worker stopped');
     process.exit(0);

@@ -56,6 +56,36 @@ export function lockConflict(file: string): Error & { code: string } | undefined
   }
 }
 
+// How long taking the instance lock waits for a holder that is about to let go (one stopping).
+const INSTANCE_LOCK_WAIT_MS = 300;
+
+/**
+ * Holds `<database>-lock` until release(): one connection keeps that small SQLite file locked
+ * EXCLUSIVE, and the kernel drops the lock when the process ends, however it ends (kill -9 too).
+ * Taking it is atomic, so of two workers starting on one database at the same instant exactly one
+ * runs, where assertNotInUse alone (probe, then open) let both through its window, and did not look
+ * at a database not created yet. kvctl restore takes it too. Throws inUse(code) if it is held.
+ */
+export function holdInstanceLock(dbFile: string, inUse: (code: string) => string): { release(): void } {
+  const lock = new Database(`${dbFile}-lock`, { timeout: INSTANCE_LOCK_WAIT_MS });
+  try {
+    // In EXCLUSIVE locking mode a connection keeps the lock of its first write until it closes.
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.exec('BEGIN EXCLUSIVE');
+    lock.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL)');
+    lock.prepare('DELETE FROM holder').run();
+    lock.prepare('INSERT INTO holder (pid) VALUES (?)').run(process.pid);
+    lock.exec('COMMIT');
+  } catch (err) {
+    lock.close();
+    const code = (err as { code?: string }).code ?? '';
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) throw new Error(inUse(code), { cause: err });
+    throw new Error(`cannot take the lock file ${dbFile}-lock: ${(err as Error).message}`, { cause: err });
+  }
+  // The caller keeps this: a garbage-collected connection is closed, and the lock with it.
+  return { release: () => lock.close() };
+}
+
 /**
  * Refuses a database file that another process has open: two workers on one file (a second npm start
  * on the same --data-dir, a second worker with the same --name) would serve the same keys as two
