@@ -155,13 +155,20 @@ export function shutdownGraceOption(): Option {
  * TCP alone only notices when the server next writes. The server pings instead.
  */
 export function keepaliveOption(): Option {
-  return intOption(
+  const parse = intArg(0, TIMER_MS.max);
+  return new Option(
     '--keepalive-ms <ms>',
-    'how often the gRPC server pings each client connection; one that does not answer within the same time (at most 20 s) is closed (0 = never ping)',
-    ENV.keepaliveMs,
-    DEFAULTS.keepaliveMs,
-    { max: TIMER_MS.max },
-  );
+    'how often the gRPC server pings each client connection; one that does not answer within the same time (at most 20 s) is closed (0 = never ping; else at least 1000)',
+  )
+    .env(ENV.keepaliveMs)
+    .default(DEFAULTS.keepaliveMs)
+    .argParser((raw) => {
+      // Below a second, a client's event loop stalling for that long (a GC, a busy turn) would cost it
+      // its connection; grpc-go refuses keepalive times under 1 s for the same reason.
+      const n = parse(raw);
+      if (n !== 0 && n < 1000) throw new InvalidArgumentError('expected 0 (never ping) or at least 1000');
+      return n;
+    });
 }
 
 export function logLevelOption(): Option {

@@ -76,8 +76,9 @@ async function judge(name: string, history: HistoryRecorder, lastFaultAt: number
   for (const [key, ops] of history.byKey) {
     const answeredPuts = ops.filter((o) => o.kind === 'put' && o.ret !== Infinity).length;
     const answeredGets = ops.filter((o) => o.kind === 'get' && o.ret !== Infinity).length;
-    expect(answeredPuts, `answered Puts of ${key}`).toBeGreaterThan(50);
-    expect(answeredGets, `answered Gets of ${key}`).toBeGreaterThan(50);
+    // Low enough for a machine a few times slower than this one (150-190 Puts a key at load 9).
+    expect(answeredPuts, `answered Puts of ${key}`).toBeGreaterThan(20);
+    expect(answeredGets, `answered Gets of ${key}`).toBeGreaterThan(20);
     expect(new Set(ops.map((o) => o.client)).size, `clients of ${key}`).toBeGreaterThanOrEqual(10);
   }
   expect(stats.unknownWrites).toBeGreaterThan(0);

@@ -51,7 +51,7 @@ class Relay {
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const KEEPALIVE = ['--keepalive-ms', '300'];
+const KEEPALIVE = ['--keepalive-ms', '1000'];
 
 describe('server keepalive', () => {
   let cluster: TestCluster;
@@ -87,7 +87,7 @@ describe('server keepalive', () => {
     await client.put('k', 'v1');
     const before = relay.bytesFromServer;
     // Several keepalive periods with no call: the pings are answered, so the connection stays.
-    await pause(2000);
+    await pause(3500);
     expect(relay.bytesFromServer, 'bytes the gateway sent an idle client (its pings)').toBeGreaterThan(before);
     expect(relay.closedByServer).toBe(0);
     expect(await client.put('k', 'v2')).toBe('v1');
@@ -115,8 +115,8 @@ describe('server keepalive off (--keepalive-ms 0)', () => {
     try {
       await client.put('k', 'v');
       relay.silent = true;
-      // Ten of the periods in which the pinging gateway above closed the connection.
-      await pause(3000);
+      // Twice the time in which the pinging gateway above closes the connection (1 s + 1 s).
+      await pause(4000);
       expect(relay.closedByServer).toBe(0);
     } finally {
       client.close();
