@@ -9,7 +9,7 @@ import { OpType, adminApi } from '../shared/proto.js';
 import { clientCredentials, workerChannelTls, type InternalTlsSettings } from '../shared/tls.js';
 import { codeOf, kvClient } from './helpers/client.js';
 import { makeTestCerts, read, type TestCerts } from './helpers/certs.js';
-import { Proc, TestCluster, dist } from './helpers/processes.js';
+import { Proc, TestCluster, dist, waitFor } from './helpers/processes.js';
 
 const ADMIN_TOKEN = '3c9a1f0e7d5b4a2c8e6f1d0b9a7c5e3f';
 let certs: TestCerts;
@@ -139,7 +139,12 @@ describe('admin RPCs with security on', () => {
       // Right after the flood, an operator's failing call (with the token) is still logged, with its reason.
       const notMember = await call('RemoveMembers', { members: [{ name: 'worker-99', address: '' }] }, ADMIN_TOKEN);
       expect(notMember?.code).toBe(grpc.status.NOT_FOUND);
-      const failed = lines('admin call failed').slice(before.failed);
+      // The gateway writes the line before it answers, but the line comes over its stdout pipe and the
+      // answer over the TCP connection, and nothing orders the two here: wait for the line to arrive.
+      const failed = await waitFor('the failed RemoveMembers to be logged', async () => {
+        const l = lines('admin call failed').slice(before.failed);
+        return l.length > 0 && l;
+      }, 10_000);
       expect(failed.map((l) => JSON.parse(l) as { rpc: string; code: string; err: string })).toEqual([
         expect.objectContaining({ rpc: 'RemoveMembers', code: 'NOT_FOUND', err: expect.stringContaining('worker-99') }),
       ]);
