@@ -64,6 +64,10 @@ export class Cluster {
   private placement: Placement | undefined;
   private readonly links = new Map<string, WorkerLink>();
   private refreshing: Promise<void> | undefined;
+  /** The worker the running refresh waits for (refresh's `refusedBy`), if any. */
+  private refreshingFor: string | undefined;
+  /** Workers that did not answer the last refresh's GetMembership. */
+  private unanswered = new Set<string>();
   private closed = false;
   private readonly listeners: ((state: MembershipState) => void)[] = [];
 
@@ -250,11 +254,18 @@ export class Cluster {
    * restarted, and the exchange connection came back first); its answer is waited for, briefly.
    */
   refresh(refusedBy?: string): Promise<void> {
-    if (!this.refreshing) {
-      this.refreshing = this.doRefresh(refusedBy).finally(() => {
-        this.refreshing = undefined;
-      });
+    if (this.refreshing) {
+      if (refusedBy === undefined || refusedBy === this.refreshingFor) return this.refreshing;
+      // The running refresh did not wait for this worker (the mover's, another request's retry): if it
+      // got no answer from it, one more refresh that waits, or the request would use up its retries
+      // on refreshes that ask its refuser nothing.
+      return this.refreshing.then(() => (this.unanswered.has(refusedBy) ? this.refresh(refusedBy) : undefined));
     }
+    this.refreshingFor = refusedBy;
+    this.refreshing = this.doRefresh(refusedBy).finally(() => {
+      this.refreshing = undefined;
+      this.refreshingFor = undefined;
+    });
     return this.refreshing;
   }
 
@@ -278,6 +289,7 @@ export class Cluster {
         if (s.epoch > best.epoch) best = s;
       });
     }
+    this.unanswered = new Set([...asked].filter(([, a]) => a.epoch === undefined).map(([name]) => name));
     if (best.epoch > this.epoch) this.install(best);
     const behind = [...asked.values()].filter((a) => a.epoch !== undefined && a.epoch < best.epoch).map((a) => a.m);
     await this.propagate(this.current().state, behind);
