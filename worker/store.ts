@@ -69,15 +69,10 @@ const INSTANCE_LOCK_WAIT_MS = 300;
 export function holdInstanceLock(dbFile: string, inUse: (code: string) => string): { release(): void } {
   const lock = new Database(`${dbFile}-lock`, { timeout: INSTANCE_LOCK_WAIT_MS });
   try {
-    // In EXCLUSIVE locking mode a connection keeps the lock of its first write until it closes. The
-    // journal in memory: on disk it would sit beside the lock as one more file for as long as it is held.
-    lock.pragma('locking_mode = EXCLUSIVE');
+    // A transaction left open holds its EXCLUSIVE lock until the connection closes. Nothing is
+    // written, so the file stays empty: no write a crash could tear, no journal beside it.
     lock.pragma('journal_mode = MEMORY');
     lock.exec('BEGIN EXCLUSIVE');
-    lock.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL)');
-    lock.prepare('DELETE FROM holder').run();
-    lock.prepare('INSERT INTO holder (pid) VALUES (?)').run(process.pid);
-    lock.exec('COMMIT');
   } catch (err) {
     lock.close();
     const code = (err as { code?: string }).code ?? '';
