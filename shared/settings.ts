@@ -165,8 +165,14 @@ export function keepaliveOption(): Option {
     .argParser((raw) => {
       // Below a second, a client's event loop stalling for that long (a GC, a busy turn) would cost it
       // its connection; grpc-go refuses keepalive times under 1 s for the same reason.
-      const n = parse(raw);
-      if (n !== 0 && n < 1000) throw new InvalidArgumentError('expected 0 (never ping) or at least 1000');
+      const expected = 'expected 0 (never ping) or 1000 to 2147483647';
+      let n: number;
+      try {
+        n = parse(raw);
+      } catch {
+        throw new InvalidArgumentError(expected);
+      }
+      if (n !== 0 && n < 1000) throw new InvalidArgumentError(expected);
       return n;
     });
 }
