@@ -38,6 +38,14 @@ describe('kvctl', () => {
     expect(kvctl(['delete', 'cli-key'])).toMatchObject({ code: 0 });
   });
 
+  it('runs as `npx kvctl` does after a fresh build: the package bin, executable, by its own shebang', () => {
+    // tsc writes it without the execute bit; `npm run build`'s postbuild sets it. Without it, npx
+    // kvctl said "Permission denied" on a fresh clone.
+    const r = spawnSync(dist('cli/kvctl.js'), ['--address', cluster.address, '--timeout', '3000', 'put', 'bin-key', 'v'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.error).toBeUndefined();
+    expect({ code: r.status, stdout: r.stdout }).toEqual({ code: 0, stdout: 'OK\n' });
+  });
+
   it('exits 3 for a missing key, naming it', () => {
     const r = kvctl(['get', 'missing-key']);
     expect(r.code).toBe(3);
