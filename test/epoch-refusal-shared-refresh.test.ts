@@ -8,62 +8,21 @@
 // In process: a Cluster whose one worker is reached through a relay that passes the exchange but
 // closes gRPC connections (after 50 ms, so that the other refresh is still running when the refusal
 // comes), with the worker's membership moved one epoch ahead behind the cluster's back.
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Cluster } from '../gateway/cluster.js';
-import { getMembership } from '../gateway/worker-rpc.js';
-import { MAGIC } from '../shared/exchange-codec.js';
 import { createLogger } from '../shared/logger.js';
-import { decodeState } from '../shared/membership.js';
 import { OpType } from '../shared/proto.js';
+import { ExchangeOnlyRelay } from './helpers/exchange-relay.js';
 import { startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
 
-class Relay {
-  server!: Server;
-  all = new Set<Socket>();
-  grpcSockets = new Set<Socket>();
-  grpcRefused = false;
-  refuseAfterMs = 0;
-  port = 0;
-  static async start(port: number): Promise<Relay> {
-    const r = new Relay();
-    r.server = createServer((client) => {
-      r.all.add(client);
-      client.on('error', () => undefined);
-      client.once('data', (first: Buffer) => {
-        const exchange = first.subarray(0, MAGIC.length).equals(MAGIC);
-        if (!exchange && r.grpcRefused) return void setTimeout(() => client.destroy(), r.refuseAfterMs);
-        const up = connect(port, '127.0.0.1');
-        r.all.add(up);
-        up.on('error', () => undefined);
-        if (!exchange) r.grpcSockets.add(client);
-        up.write(first);
-        client.pipe(up);
-        up.pipe(client);
-        client.on('close', () => up.destroy());
-        up.on('close', () => client.destroy());
-      });
-    });
-    await new Promise<void>((res) => r.server.listen(0, '127.0.0.1', res));
-    r.port = (r.server.address() as { port: number }).port;
-    return r;
-  }
-  refuse(): void {
-    this.grpcRefused = true;
-    for (const s of this.grpcSockets) s.destroy();
-  }
-  close(): void {
-    for (const s of this.all) s.destroy();
-    this.server.close();
-  }
-}
-
 let worker: LoneWorker;
-let relay: Relay;
+let relay: ExchangeOnlyRelay;
 let cluster: Cluster;
 beforeAll(async () => {
   worker = await startLoneWorker('kvstore-review-coalesce-');
-  relay = await Relay.start(worker.port);
+  // Refused gRPC connections close after 50 ms, so that the other refresh is still running when the
+  // refusal comes.
+  relay = await ExchangeOnlyRelay.start(worker.port, 50);
   cluster = new Cluster([{ name: 'worker-0', address: `127.0.0.1:${relay.port}` }], { link: { timeoutMs: 2000, maxInflight: 1000 }, controlTimeoutMs: 2000 }, createLogger('gw', 'silent'));
   await cluster.bootstrap();
 }, 60_000);
@@ -73,17 +32,11 @@ afterAll(async () => {
   await worker?.stop();
 });
 
-async function bumpBehindGatewaysBack(): Promise<void> {
-  relay.refuse();
-  const stored = decodeState((await getMembership(worker.client, 'worker-0', 5000)).state_json);
-  await worker.install({ ...stored, epoch: stored.epoch + 1 });
-}
-
 for (const withHintless of [false, true]) {
   it(`gRPC back after 500 ms, ${withHintless ? 'another refresh running' : 'no other refresh'} when the request is refused: the request succeeds`, async () => {
-    await bumpBehindGatewaysBack();
-    relay.refuseAfterMs = 50;
-    const back = setTimeout(() => (relay.grpcRefused = false), 500);
+    relay.refuseGrpc();
+    await worker.advanceEpoch();
+    const back = setTimeout(() => relay.allowGrpc(), 500);
     const t0 = Date.now();
     const request = cluster.execute(OpType.PUT, 'k', `v${withHintless}`);
     const other = withHintless ? cluster.refresh() : Promise.resolve();

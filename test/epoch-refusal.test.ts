@@ -11,65 +11,14 @@
 // every gRPC connection, so the gateway's membership refreshes fail; and the worker's membership is
 // moved one epoch ahead behind the gateway's back.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getMembership } from '../gateway/worker-rpc.js';
-import { MAGIC } from '../shared/exchange-codec.js';
-import { decodeState } from '../shared/membership.js';
 import { OpType } from '../shared/proto.js';
 import { errorOf, grpc, kvClient } from './helpers/client.js';
+import { ExchangeOnlyRelay } from './helpers/exchange-relay.js';
 import { Proc, dist } from './helpers/processes.js';
 import { exchange, startLoneWorker, type LoneWorker } from './helpers/worker-client.js';
-
-/** Passes connections to `port`; with `grpcRefused`, closes every connection that is not the exchange. */
-class ExchangeOnlyRelay {
-  private server!: Server;
-  private readonly grpcSockets = new Set<Socket>();
-  private readonly all = new Set<Socket>();
-  grpcRefused = false;
-  port = 0;
-
-  static async start(port: number): Promise<ExchangeOnlyRelay> {
-    const relay = new ExchangeOnlyRelay();
-    relay.server = createServer((client) => {
-      relay.all.add(client);
-      client.on('error', () => undefined);
-      client.once('data', (first: Buffer) => {
-        const exchange = first.subarray(0, MAGIC.length).equals(MAGIC);
-        if (!exchange && relay.grpcRefused) return client.destroy();
-        const upstream = connect(port, '127.0.0.1');
-        relay.all.add(upstream);
-        upstream.on('error', () => undefined);
-        if (!exchange) relay.grpcSockets.add(client);
-        upstream.write(first);
-        client.pipe(upstream);
-        upstream.pipe(client);
-        client.on('close', () => upstream.destroy());
-        upstream.on('close', () => client.destroy());
-      });
-    });
-    await new Promise<void>((resolve) => relay.server.listen(0, '127.0.0.1', resolve));
-    relay.port = (relay.server.address() as { port: number }).port;
-    return relay;
-  }
-
-  /** From now on only the exchange gets through; gRPC connections open now are closed. */
-  refuseGrpc(): void {
-    this.grpcRefused = true;
-    for (const s of this.grpcSockets) s.destroy();
-  }
-
-  allowGrpc(): void {
-    this.grpcRefused = false;
-  }
-
-  close(): void {
-    for (const s of this.all) s.destroy();
-    this.server.close();
-  }
-}
 
 let worker: LoneWorker;
 let relay: ExchangeOnlyRelay;
@@ -101,8 +50,7 @@ describe('a worker that keeps refusing the epoch', () => {
       expect(await kv.put('k', 'before')).toBe('');
 
       relay.refuseGrpc();
-      const stored = decodeState((await getMembership(worker.client, 'worker-0', 5000)).state_json);
-      await worker.install({ ...stored, epoch: stored.epoch + 1 });
+      await worker.advanceEpoch();
 
       const err = await errorOf(kv.put('k', 'refused'));
       expect(grpc.status[err.code]).toBe('UNAVAILABLE');
@@ -122,8 +70,7 @@ describe('a worker that keeps refusing the epoch', () => {
   it('is waited out when the worker answers its gRPC again soon: the request then succeeds', async () => {
     // As when a worker restarts: its exchange connection is back before the gateway's gRPC channel
     // to it has left reconnect backoff. The refresh waits for that channel, briefly.
-    const stored = decodeState((await getMembership(worker.client, 'worker-0', 5000)).state_json);
-    await worker.install({ ...stored, epoch: stored.epoch + 1 });
+    await worker.advanceEpoch();
     const kv = kvClient(`127.0.0.1:${gateway.listening!.port}`, 10_000);
     const back = setTimeout(() => relay.allowGrpc(), 500);
     try {

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { FrameKind, FrameReader, MAGIC, decodeResults, encodeOps } from '../../shared/exchange-codec.js';
-import { setMembership } from '../../gateway/worker-rpc.js';
-import { encodeState, type MembershipState } from '../../shared/membership.js';
+import { getMembership, setMembership } from '../../gateway/worker-rpc.js';
+import { decodeState, encodeState, type MembershipState } from '../../shared/membership.js';
 import { workerApi, type KeyChunk, type MembershipReply, type Op, type OpResult } from '../../shared/proto.js';
 import { Proc, dist } from './processes.js';
 
@@ -59,6 +59,8 @@ export interface LoneWorker {
   dir: string;
   /** Stores `state` as its membership (over none), passed on to the members it names. */
   install(state: MembershipState): Promise<MembershipReply>;
+  /** Moves its stored membership one epoch ahead, behind any gateway's back. */
+  advanceEpoch(): Promise<MembershipReply>;
   stop(): Promise<void>;
 }
 
@@ -68,12 +70,18 @@ export async function startLoneWorker(prefix: string): Promise<LoneWorker> {
   const proc = new Proc(dist('worker/main.js'), ['--name', 'worker-0', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--data-dir', dir]);
   const l = await proc.start();
   const client = new (workerApi().Worker)(`127.0.0.1:${l.port}`, grpc.credentials.createInsecure());
+  const install = (state: MembershipState): Promise<MembershipReply> =>
+    setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000);
   return {
     proc,
     port: l.port,
     client,
     dir,
-    install: (state) => setMembership(client, 'worker-0', { expected_epoch: 0, state_json: encodeState(state), propagate: true }, 10_000),
+    install,
+    async advanceEpoch() {
+      const stored = decodeState((await getMembership(client, 'worker-0', 5000)).state_json);
+      return install({ ...stored, epoch: stored.epoch + 1 });
+    },
     async stop() {
       client.close();
       await proc.stop();
