@@ -33,6 +33,11 @@ function checkExistingFile(file: string): void {
   }
 }
 
+/** The SQLite error codes (extended ones included) of a lock another connection holds. */
+function isLockedOut(code: string): boolean {
+  return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
+}
+
 /**
  * Whether another process has `file` open: a running worker holds SQLite locks on its database, so an
  * exclusive lock is refused at once. Returns that refusal (SQLITE_BUSY or SQLITE_LOCKED), or undefined
@@ -49,7 +54,7 @@ export function lockConflict(file: string): Error & { code: string } | undefined
     return undefined;
   } catch (err) {
     const code = (err as { code?: string }).code ?? '';
-    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return err as Error & { code: string };
+    if (isLockedOut(code)) return err as Error & { code: string };
     throw err;
   } finally {
     db?.close();
@@ -76,7 +81,7 @@ export function holdInstanceLock(dbFile: string, inUse: (code: string) => string
   } catch (err) {
     lock.close();
     const code = (err as { code?: string }).code ?? '';
-    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) throw new Error(inUse(code), { cause: err });
+    if (isLockedOut(code)) throw new Error(inUse(code), { cause: err });
     throw new Error(`cannot take the lock file ${dbFile}-lock: ${(err as Error).message}`, { cause: err });
   }
   // The caller keeps this: a garbage-collected connection is closed, and the lock with it.
@@ -117,7 +122,7 @@ function result(id: number, code: number, found: boolean, value: string, message
 export function sqliteErrorCode(err: unknown): number {
   const code = (err as { code?: string }).code ?? '';
   if (code === 'SQLITE_FULL') return status.RESOURCE_EXHAUSTED;
-  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return status.UNAVAILABLE;
+  if (isLockedOut(code)) return status.UNAVAILABLE;
   return status.INTERNAL;
 }
 
