@@ -45,6 +45,7 @@ const MAX_EPOCH_RETRIES = 3;
 // How long a refresh waits for the channel of a worker that just refused an epoch: twice the
 // channel's longest reconnect backoff (workerChannelOptions).
 const READY_WAIT_MS = 2000;
+const BOOTSTRAP_RETRY_MS = 500;
 
 /**
  * A worker still refusing the epoch after every refresh (one that cannot be reached for the
@@ -58,7 +59,6 @@ function stillRefused(r: OpResult, refreshes: number): OpResult {
     message: `${r.message}; still refused after ${refreshes} membership refreshes (a membership change or a worker restart is in progress), so the request was not applied: retry`,
   };
 }
-const BOOTSTRAP_RETRY_MS = 500;
 
 export class Cluster {
   private placement: Placement | undefined;
