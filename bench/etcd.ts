@@ -66,13 +66,13 @@ export async function startEtcd(dataDir: string): Promise<ServerSet> {
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  const { stderr, gone, stop } = supervise(child);
+  const { output, gone, stop } = supervise(child);
   const address = `127.0.0.1:${clientPort}`;
   try {
     await waitUntilServing(address, gone);
   } catch (err) {
     await stop();
-    throw new Error(`etcd did not start: ${(err as Error).message}\n${stderr()}`, { cause: err });
+    throw new Error(`etcd did not start: ${(err as Error).message}\n${output()}`, { cause: err });
   }
   return { address, protocol: 'etcd', processes: [{ name: 'etcd', pid: child.pid!, port: clientPort, stop }], stop };
 }

@@ -386,8 +386,11 @@ async function main(): Promise<void> {
     // the two share the machine's background load: comparing with a phase minutes earlier would
     // measure the neighbours, not the setting.
     const variant = async (name: string, over: Partial<ServerOptions>, variantWorkloads: Workload[], withEtcd = false): Promise<void> => {
-      const g = await up('gateway', serverOptions(over));
-      const d = direct ? await up('direct', serverOptions(over)) : undefined;
+      // Their own folder: the default servers are still running on theirs, and a worker refuses a
+      // database another worker holds.
+      const own = serverOptions({ ...over, dataDir: join(dataDir, name) });
+      const g = await up('gateway', own);
+      const d = direct ? await up('direct', own) : undefined;
       for (const w of variantWorkloads) {
         await phase('gateway', gw, gw.address, w, maxLevel, o.keys, `reference for ${name}`);
         await phase(`gateway/${name}`, g, g.address, w, maxLevel, o.keys);

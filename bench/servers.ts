@@ -46,22 +46,27 @@ const script = (rel: string): string => {
 };
 const STOP_TIMEOUT_MS = 15_000;
 
-/** The tail of a child's stderr (for the error if it dies), and a stop: SIGTERM, SIGKILL after 15 s. */
-export function supervise(child: ChildProcess): { stderr(): string; gone(): boolean; stop(): Promise<void> } {
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
+/**
+ * The tail of a child's output (for the error if it dies: the servers log to stdout, and say there
+ * why they will not start), and a stop: SIGTERM, SIGKILL after 15 s.
+ */
+export function supervise(child: ChildProcess): { output(): string; gone(): boolean; stop(): Promise<void> } {
+  let tail = '';
+  const keep = (d: Buffer): void => {
+    tail = (tail + d.toString()).slice(-4000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
   // A child that could not be started at all emits 'error' and never 'exit'.
   let failed = false;
   child.once('error', (e) => {
     failed = true;
-    stderr += `\n${e.message}`;
+    tail += `\n${e.message}`;
   });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const gone = (): boolean => failed || child.exitCode !== null || child.signalCode !== null;
   return {
-    stderr: () => stderr,
+    output: () => tail,
     gone,
     async stop() {
       if (gone()) return;
@@ -76,11 +81,11 @@ export function supervise(child: ChildProcess): { stderr(): string; gone(): bool
 function start(name: string, file: string, args: string[], execArgv: string[] = []): Promise<ServerProcess> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(file, args, {
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       execArgv,
     });
-    const { stderr, stop } = supervise(child);
-    child.once('exit', (code, signal) => reject(new Error(`${name} exited before listening (code ${code}, signal ${signal}): ${stderr()}`)));
+    const { output, stop } = supervise(child);
+    child.once('exit', (code, signal) => reject(new Error(`${name} exited before listening (code ${code}, signal ${signal}): ${output()}`)));
     child.on('message', (m: { type?: string; port?: number }) => {
       if (m?.type !== 'listening') return;
       resolve({ name, pid: child.pid!, port: m.port!, stop });
@@ -122,10 +127,15 @@ export async function startGatewayCluster(o: ServerOptions): Promise<ServerSet> 
   for (const n of names) preload(join(dir, `${n}.sqlite`), owned.get(n)!, o.valueSize);
   const started: ServerProcess[] = [];
   try {
-    const workers = await Promise.all(
+    // allSettled, not all: when one worker fails to start, the others that did must be stopped too,
+    // not left running (and writing into the folder the bench is about to remove).
+    const settled = await Promise.allSettled(
       names.map((n) => start(n, script('../worker/main.js'), ['--name', n, '--sync', o.sync, ...commonArgs(o, dir)], o.execArgv)),
     );
-    started.push(...workers);
+    for (const s of settled) if (s.status === 'fulfilled') started.push(s.value);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    const workers = [...started];
     const members = workers.map((w) => `${w.name}=127.0.0.1:${w.port}`).join(',');
     const gateway = await start('gateway', script('../gateway/main.js'), ['--members', members, ...commonArgs(o, dir)], o.execArgv);
     started.unshift(gateway);

@@ -40,6 +40,32 @@ describe('npm run bench: usage errors', () => {
   });
 });
 
+describe('npm run bench -- --compare-metrics', () => {
+  // The variant servers start while the default ones still run. They once shared the default
+  // servers' database files, which the workers' instance lock (rightly) refuses, so the bench died
+  // with "worker-2 exited before listening" and left the workers that had started running.
+  it('runs the variant on its own servers next to the default ones, without errors', async () => {
+    const dir = mkdtempSync(join(out, 'variant-'));
+    const r = await runScript(
+      BENCH,
+      ['--workloads', 'mix', '--concurrency', '8', '--keys', '1000', '--duration', '1', '--warmup', '0', '--idle', '0', '--compare-metrics', '--out', dir],
+      120_000,
+    );
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    const json = readdirSync(dir).find((f) => f.endsWith('.json'));
+    const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
+    for (const target of ['gateway/metrics-off', 'direct/metrics-off']) {
+      const p = report.phases.find((x) => x.target === target);
+      expect(p, target).toBeDefined();
+      expect(p!.result.ops, target).toBeGreaterThan(0);
+      expect(p!.result.errors, `${target}: ${p!.result.lastError}`).toBe(0);
+      expect(p!.serverCpuUsPerOp, target).toBeGreaterThan(0);
+    }
+    const variants = report.comparisons.map((c) => c.variant);
+    for (const v of ['gateway/metrics-off ÷ gateway', 'direct/metrics-off ÷ direct', 'gateway/metrics-off ÷ direct/metrics-off']) expect(variants).toContain(v);
+  }, 130_000);
+});
+
 describe('npm run bench -- --quick', () => {
   it('writes a JSON and Markdown report with non-zero figures for the gateway, the direct worker and the bare floor', async () => {
     const stderr = await new Promise<string>((resolve, reject) => {
