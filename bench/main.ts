@@ -145,6 +145,15 @@ function serverOptions(over: Partial<ServerOptions> = {}): ServerOptions {
   return { dataDir, workers: o.workers, keys: o.keys, valueSize: o.valueSize, sync: o.sync, metrics: o.metrics, execArgv, ...over };
 }
 
+/**
+ * Options for servers that start in a fresh folder of their own, so nothing carries over from another
+ * set: not a database another running worker holds (it would refuse to start), nor the membership a
+ * migration left in the workers' files (a worker that no longer runs would stay on the ring).
+ */
+function ownOptions(folder: string, over: Partial<ServerOptions> = {}): ServerOptions {
+  return serverOptions({ ...over, dataDir: join(dataDir, folder) });
+}
+
 const STARTERS = { gateway: startGatewayCluster, direct: startDirectWorker, bare: startBareServer, etcd: (opts: ServerOptions) => startEtcd(opts.dataDir) };
 
 async function up(kind: keyof typeof STARTERS, opts: ServerOptions): Promise<ServerSet> {
@@ -386,9 +395,8 @@ async function main(): Promise<void> {
     // the two share the machine's background load: comparing with a phase minutes earlier would
     // measure the neighbours, not the setting.
     const variant = async (name: string, over: Partial<ServerOptions>, variantWorkloads: Workload[], withEtcd = false): Promise<void> => {
-      // Their own folder: the default servers are still running on theirs, and a worker refuses a
-      // database another worker holds.
-      const own = serverOptions({ ...over, dataDir: join(dataDir, name) });
+      // The default servers are still running.
+      const own = ownOptions(name, over);
       const g = await up('gateway', own);
       const d = direct ? await up('direct', own) : undefined;
       for (const w of variantWorkloads) {
@@ -422,8 +430,9 @@ async function main(): Promise<void> {
 
     if (o.migration) {
       // Steady state, then the same load while one worker joins and the mover moves its keys to it.
-      const g = await up('gateway', serverOptions());
-      const spare = await startSpareWorker(serverOptions(), `worker-${o.workers}`);
+      const opts = ownOptions('migration');
+      const g = await up('gateway', opts);
+      const spare = await startSpareWorker(opts, `worker-${o.workers}`);
       const steady = await phase('gateway', g, g.address, 'mix', maxLevel, o.keys, 'steady state before adding a worker');
       const t0 = performance.now();
       const added = await adminCall(g.address, 'AddMembers', { members: [{ name: spare.name, address: `127.0.0.1:${spare.port}` }] });
@@ -448,16 +457,19 @@ async function main(): Promise<void> {
     }
 
     for (const keys of o.scale ? list(o.scale).map(int) : []) {
-      const g = await up('gateway', serverOptions({ keys }));
+      const folder = `scale-${keys}`;
+      const g = await up('gateway', ownOptions(folder, { keys }));
       await phase('gateway', g, g.address, 'mix', maxLevel, keys);
       await phase('gateway', g, g.address, 'listkeys', 1, keys);
       await down(g);
       if (o.direct) {
-        const d = await up('direct', serverOptions({ keys }));
+        const d = await up('direct', ownOptions(folder, { keys }));
         await phase('direct', d, d.address, 'mix', maxLevel, keys);
         await phase('direct', d, d.address, 'listkeys', 1, keys);
         await down(d);
       }
+      // A million keys are a few hundred MB per copy: not kept until the end of the run.
+      rmSync(join(dataDir, folder), { recursive: true, force: true });
     }
   }
 

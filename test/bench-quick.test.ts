@@ -40,30 +40,43 @@ describe('npm run bench: usage errors', () => {
   });
 });
 
-describe('npm run bench -- --compare-metrics', () => {
-  // The variant servers start while the default ones still run. They once shared the default
-  // servers' database files, which the workers' instance lock (rightly) refuses, so the bench died
-  // with "worker-2 exited before listening" and left the workers that had started running.
-  it('runs the variant on its own servers next to the default ones, without errors', async () => {
-    const dir = mkdtempSync(join(out, 'variant-'));
+describe('npm run bench: the phases beyond the main ones (--compare-metrics, --migration, --scale)', () => {
+  // Each starts servers of its own. They once shared the default servers' database files: the
+  // variant's workers were refused by the instance lock while the default ones ran (the bench died
+  // with "worker-2 exited before listening" and no reason), and the --scale cluster started on the
+  // membership the --migration run left in the files, with a fourth worker that was gone.
+  it('runs each on its own servers, without errors', async () => {
+    const dir = mkdtempSync(join(out, 'extra-'));
     const r = await runScript(
       BENCH,
-      ['--workloads', 'mix', '--concurrency', '8', '--keys', '1000', '--duration', '1', '--warmup', '0', '--idle', '0', '--compare-metrics', '--out', dir],
-      120_000,
+      ['--workloads', 'mix', '--concurrency', '8', '--keys', '1000', '--duration', '1', '--warmup', '0', '--idle', '0', '--compare-metrics', '--migration', '--scale', '2000', '--out', dir],
+      150_000,
     );
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
     const json = readdirSync(dir).find((f) => f.endsWith('.json'));
     const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
-    for (const target of ['gateway/metrics-off', 'direct/metrics-off']) {
-      const p = report.phases.find((x) => x.target === target);
-      expect(p, target).toBeDefined();
-      expect(p!.result.ops, target).toBeGreaterThan(0);
-      expect(p!.result.errors, `${target}: ${p!.result.lastError}`).toBe(0);
-      expect(p!.serverCpuUsPerOp, target).toBeGreaterThan(0);
+    const extra = [
+      ['gateway/metrics-off', 'mix', 1000],
+      ['direct/metrics-off', 'mix', 1000],
+      ['gateway/migrating', 'mix', 1000],
+      ['gateway', 'mix', 2000],
+      ['gateway', 'listkeys', 2000],
+      ['direct', 'mix', 2000],
+      ['direct', 'listkeys', 2000],
+    ] as const;
+    for (const [target, workload, keys] of extra) {
+      const where = `${target} ${workload} ${keys} keys`;
+      const p = report.phases.find((x) => x.target === target && x.workload === workload && x.keys === keys);
+      expect(p, where).toBeDefined();
+      expect(p!.result.ops, where).toBeGreaterThan(0);
+      expect(p!.result.errors, `${where}: ${p!.result.lastError}`).toBe(0);
     }
+    expect(report.phases.find((x) => x.target === 'gateway/migrating')?.extra?.keysMoved as number).toBeGreaterThan(0);
     const variants = report.comparisons.map((c) => c.variant);
-    for (const v of ['gateway/metrics-off ÷ gateway', 'direct/metrics-off ÷ direct', 'gateway/metrics-off ÷ direct/metrics-off']) expect(variants).toContain(v);
-  }, 130_000);
+    for (const v of ['gateway/metrics-off ÷ gateway', 'direct/metrics-off ÷ direct', 'gateway/metrics-off ÷ direct/metrics-off', 'gateway/migrating ÷ gateway']) {
+      expect(variants).toContain(v);
+    }
+  }, 160_000);
 });
 
 describe('npm run bench -- --quick', () => {
