@@ -138,7 +138,12 @@ async function cleanup(): Promise<void> {
   await Promise.all(running.splice(0).map((s) => s.stop().catch(() => undefined)));
   rmSync(dataDir, { recursive: true, force: true });
 }
-process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+// Ctrl-C, `kill` or a closed terminal: stop the servers and remove the folder. Without this, SIGTERM
+// ended the bench at once: the Node servers end with their IPC channel, but etcd kept running and the
+// temporary folder, preloaded databases and all, stayed.
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  process.on(signal, () => void cleanup().then(() => process.exit(code)));
+}
 
 function serverOptions(over: Partial<ServerOptions> = {}): ServerOptions {
   const execArgv = o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}`] : undefined;

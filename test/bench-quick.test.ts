@@ -1,6 +1,6 @@
 // Runs `npm run bench -- --quick` against real gateway and worker processes and checks that the
 // report is complete and its numbers are sane. Never asserts a speed: the machine is shared and noisy.
-import { execFile } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,6 +102,44 @@ describe('npm run bench: delete', () => {
       expect(p.result.notFound, `${p.target} ${p.workload}${p.note ? ` (${p.note})` : ''}`).toBe(0);
     }
   }, 130_000);
+});
+
+describe('npm run bench: stopped by a signal', () => {
+  // SIGTERM once ended the bench without its cleanup: etcd (which does not end with its parent, as the
+  // Node servers do) kept running, and the temporary folder with its databases stayed.
+  it('on SIGTERM stops every server it started and removes its folder', async () => {
+    const tmp = mkdtempSync(join(out, 'signal-'));
+    const withEtcd = spawnSync('etcd', ['--version']).status === 0;
+    const child = spawn(
+      process.execPath,
+      [BENCH, '--workloads', 'get', '--keys', '200', '--concurrency', '8', '--no-direct', '--idle', '60', '--out', tmp, ...(withEtcd ? ['--etcd'] : [])],
+      { env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('measuring')) resolve();
+      });
+      void exited.then(() => reject(new Error(`bench ended early: ${stderr}`)));
+    });
+    const pids = [...stderr.matchAll(/=(\d+)/g)].map((m) => Number(m[1]));
+    expect(pids.length, stderr).toBe(withEtcd ? 5 : 4);
+    expect(readdirSync(tmp).filter((f) => f.startsWith('kvbench-'))).toHaveLength(1);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(pids.filter(alive), stderr).toEqual([]);
+    expect(readdirSync(tmp).filter((f) => f.startsWith('kvbench-'))).toEqual([]);
+  }, 60_000);
 });
 
 describe('npm run bench -- --quick', () => {
