@@ -155,6 +155,8 @@ describe('npm run bench -- --quick', () => {
     expect(json, `files: ${files.join(', ')}`).toBeDefined();
     expect(files.some((f) => f.endsWith('.md'))).toBe(true);
     const report = JSON.parse(readFileSync(join(out, json!), 'utf8')) as Report;
+    // A flag given next to --quick wins over its smoke-test value (it was silently replaced by 2 s).
+    expect(report.meta.durationS).toBe(1);
 
     const targets = new Set(report.phases.map((p) => p.target));
     expect(targets).toEqual(new Set(['gateway', 'direct', 'bare']));
