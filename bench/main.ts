@@ -16,7 +16,7 @@ import { benchClient, type Protocol } from './clients.js';
 import { etcdVersion, startEtcd } from './etcd.js';
 import { runLoad, type LoadSpec } from './load.js';
 import { costBetween, peakRssMiB, readCost, rssMiB, type CostReading } from './procstat.js';
-import { medianComparison, toMarkdown, writeReport, type Comparison, type IdleCost, type Phase, type Report, type Target } from './report.js';
+import { medianComparison, rate, toMarkdown, writeReport, type Comparison, type IdleCost, type Phase, type Report, type Target } from './report.js';
 import { startBareServer, startDirectWorker, startGatewayCluster, startSpareWorker, type ServerOptions, type ServerSet } from './servers.js';
 import { WORKLOADS, keyName, makeValue, type Workload } from './workload.js';
 
@@ -281,7 +281,7 @@ async function phase(
     p.extra = { listKeysSecondsP50: result.latencyUs.p50 / 1e6, calls: result.ops, peakRssMiBFirstProcess: gw?.peakRssMiB ?? Number.NaN };
   }
   const l = result.latencyUs;
-  log(`${label} done: ${result.opsPerSec.toFixed(0)} ops/s, p50 ${(l.p50 / 1000).toFixed(2)} ms, p99 ${(l.p99 / 1000).toFixed(2)} ms, ` +
+  log(`${label} done: ${rate(result.opsPerSec)} ops/s, p50 ${(l.p50 / 1000).toFixed(2)} ms, p99 ${(l.p99 / 1000).toFixed(2)} ms, ` +
     `${result.errors} errors${result.errors ? ` (${result.lastError})` : ''}, server CPU ${p.serverCpuUsPerOp.toFixed(1)} µs/op, ${p.serverWakeupsPerOp.toFixed(2)} wake-ups/op`);
   phases.push(p);
   // A delete phase empties part of the key space, and the phases after it (the next concurrency

@@ -88,6 +88,8 @@ export interface Report {
 }
 
 const f = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+/** ops/s with decimals when small: a 2 s ListKeys is 0.47 calls a second, which toFixed(0) printed as 0. */
+export const rate = (n: number): string => f(n, Math.abs(n) < 10 ? 2 : 0);
 const fmtLoad = (v: unknown): string => (Array.isArray(v) ? v.map((x: number) => x.toFixed(1)).join(' / ') : '-');
 const ms = (us: number): string => (us / 1000).toFixed(2);
 
@@ -107,7 +109,7 @@ export function toMarkdown(r: Report): string {
   for (const p of r.phases) {
     const l = p.result.latencyUs;
     const per = p.servers.map((s) => `${s.name} ${f(s.cpuUsPerOp, 1)}, ${f(s.wakeupsPerOp, 2)}, ${f(s.preemptionsPerOp, 2)}, ${f(s.peakRssMiB)}`).join('; ');
-    lines.push(`| ${p.target}${p.note ? ` (${p.note})` : ''} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${f(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.serverWakeupsPerOp, 2)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${f(p.loadAvg1m, 1)} | ${per} |`);
+    lines.push(`| ${p.target}${p.note ? ` (${p.note})` : ''} | ${p.workload} | ${p.concurrency} | ${p.keys} | ${rate(p.result.opsPerSec)} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p99)} | ${ms(l.p999)} | ${p.result.errors} | ${f(p.serverCpuUsPerOp, 1)} | ${f(p.serverWakeupsPerOp, 2)} | ${f(p.loadgenCpuUsPerOp, 1)} | ${f(p.loadAvg1m, 1)} | ${per} |`);
   }
   if (r.idle.length > 0) {
     lines.push('', `## Idle (${f(r.idle[0].seconds)} s with no requests, after the preload)`, '');
