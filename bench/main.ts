@@ -385,6 +385,7 @@ function compare(variant: string, a: Phase | undefined, b: Phase | undefined): C
     opsRatio: a.result.opsPerSec / b.result.opsPerSec,
     cpuPerOpRatio: a.serverCpuUsPerOp / b.serverCpuUsPerOp,
     p99Ratio: a.result.latencyUs.p99 / b.result.latencyUs.p99,
+    errors: a.result.errors + b.result.errors,
   };
 }
 
@@ -517,17 +518,21 @@ async function main(): Promise<void> {
   }
 
   const targets: Target[] = [];
+  // A target over phases with failed requests is not met, whatever the ratio: failures are counted as
+  // ops, often fast ones (a gateway answering UNAVAILABLE for a stopped worker).
+  const target = (name: string, c: Comparison, measured: number, limit: string, ok: boolean): void =>
+    void targets.push({ name, measured, limit, met: ok && c.errors === 0, errors: c.errors });
   const mix = comparisons.find((c) => c.variant === 'gateway ÷ direct' && c.workload === 'mix' && c.concurrency === 64);
   if (mix) {
-    targets.push({ name: 'mix c=64: gateway ops/s ÷ direct', measured: mix.opsRatio, limit: '≥ 0.9', met: mix.opsRatio >= 0.9 });
-    targets.push({ name: 'mix c=64: gateway server CPU/op ÷ direct', measured: mix.cpuPerOpRatio, limit: '≤ 1.25', met: mix.cpuPerOpRatio <= 1.25 });
+    target('mix c=64: gateway ops/s ÷ direct', mix, mix.opsRatio, '≥ 0.9', mix.opsRatio >= 0.9);
+    target('mix c=64: gateway server CPU/op ÷ direct', mix, mix.cpuPerOpRatio, '≤ 1.25', mix.cpuPerOpRatio <= 1.25);
   }
   for (const c of [8, 64]) {
     const m = comparisons.find((x) => x.variant === 'gateway ÷ direct' && x.workload === 'mix' && x.concurrency === c);
-    if (m) targets.push({ name: `mix c=${c}: gateway p99 ÷ direct`, measured: m.p99Ratio, limit: '≤ 1.25', met: m.p99Ratio <= 1.25 });
+    if (m) target(`mix c=${c}: gateway p99 ÷ direct`, m, m.p99Ratio, '≤ 1.25', m.p99Ratio <= 1.25);
   }
   const vsEtcd = comparisons.find((c) => c.variant === 'gateway ÷ etcd' && c.workload === 'mix' && c.concurrency === 64);
-  if (vsEtcd) targets.push({ name: 'mix c=64: gateway server CPU/op ÷ etcd', measured: vsEtcd.cpuPerOpRatio, limit: '≤ 0.6', met: vsEtcd.cpuPerOpRatio <= 0.6 });
+  if (vsEtcd) target('mix c=64: gateway server CPU/op ÷ etcd', vsEtcd, vsEtcd.cpuPerOpRatio, '≤ 0.6', vsEtcd.cpuPerOpRatio <= 0.6);
   const cpuList = cpus();
   const report: Report = {
     meta: {

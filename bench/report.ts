@@ -52,6 +52,11 @@ export interface Comparison {
   p99Ratio: number;
   /** Set when the ratios are the median of this many rounds. */
   rounds?: number;
+  /**
+   * Failed requests (NOT_FOUND aside) in the phases compared, over every round. Failures count as ops
+   * and in the latencies, so a ratio over them says little about the store: a Target is not met then.
+   */
+  errors: number;
 }
 
 export const median = (xs: number[]): number => {
@@ -69,6 +74,7 @@ export function medianComparison(each: Comparison[]): Comparison {
     cpuPerOpRatio: median(each.map((c) => c.cpuPerOpRatio)),
     p99Ratio: median(each.map((c) => c.p99Ratio)),
     rounds: each.length,
+    errors: each.reduce((n, c) => n + c.errors, 0),
   };
 }
 
@@ -77,6 +83,8 @@ export interface Target {
   measured: number;
   limit: string;
   met: boolean;
+  /** Failed requests in the phases behind `measured` (then `met` is false whatever the ratio). */
+  errors?: number;
 }
 
 export interface Report {
@@ -125,14 +133,14 @@ export function toMarkdown(r: Report): string {
   }
   if (r.comparisons.length > 0) {
     lines.push('', '## Ratios (first target ÷ second, same run)', '');
-    lines.push('| comparison | workload | conc | ops/s ratio | server CPU/op ratio | p99 ratio |', '|---|---|---:|---:|---:|---:|');
+    lines.push('| comparison | workload | conc | ops/s ratio | server CPU/op ratio | p99 ratio | errors |', '|---|---|---:|---:|---:|---:|---:|');
     for (const c of r.comparisons) {
-      lines.push(`| ${c.variant}${c.rounds ? ` (median of ${c.rounds} rounds)` : ''} | ${c.workload} | ${c.concurrency} | ${f(c.opsRatio, 2)} | ${f(c.cpuPerOpRatio, 2)} | ${f(c.p99Ratio, 2)} |`);
+      lines.push(`| ${c.variant}${c.rounds ? ` (median of ${c.rounds} rounds)` : ''} | ${c.workload} | ${c.concurrency} | ${f(c.opsRatio, 2)} | ${f(c.cpuPerOpRatio, 2)} | ${f(c.p99Ratio, 2)} | ${c.errors} |`);
     }
   }
   if (r.targets.length > 0) {
     lines.push('', '## Targets (issue 8)', '', '| target | measured | limit | met |', '|---|---:|---|---|');
-    for (const t of r.targets) lines.push(`| ${t.name} | ${f(t.measured, 2)} | ${t.limit} | ${t.met ? 'yes' : 'NO'} |`);
+    for (const t of r.targets) lines.push(`| ${t.name} | ${f(t.measured, 2)} | ${t.limit} | ${t.met ? 'yes' : t.errors ? `NO: ${t.errors} requests failed` : 'NO'} |`);
   }
   return lines.join('\n') + '\n';
 }

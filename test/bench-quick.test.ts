@@ -104,6 +104,41 @@ describe('npm run bench: delete', () => {
   }, 130_000);
 });
 
+describe('npm run bench: failed requests', () => {
+  // Failed requests count as ops and in the latencies. With a worker gone, a third of the gateway's
+  // requests failed fast and the ratios and Targets over that phase read as if nothing had happened.
+  it('are counted in the ratios, and a Target over them is not met', async () => {
+    const dir = mkdtempSync(join(out, 'errors-'));
+    const child = spawn(
+      process.execPath,
+      [BENCH, '--workloads', 'mix', '--keys', '1000', '--concurrency', '8', '--duration', '2', '--warmup', '0', '--idle', '0', '--out', dir],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const worker = await new Promise<number>((resolve, reject) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        const m = /started direct/.test(stderr) ? /worker-2=(\d+)/.exec(stderr) : null;
+        if (m) resolve(Number(m[1]));
+      });
+      void exited.then(() => reject(new Error(`bench ended early: ${stderr}`)));
+    });
+    // The one process of the store this test kills: a worker its own bench started.
+    process.kill(worker, 'SIGKILL');
+    expect(await exited, stderr.slice(-2000)).toBe(0);
+    const json = readdirSync(dir).find((f) => f.endsWith('.json'));
+    const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
+    const gw = report.phases.find((p) => p.target === 'gateway' && p.workload === 'mix');
+    expect(gw?.result.errors).toBeGreaterThan(0);
+    const cmp = report.comparisons.find((c) => c.variant === 'gateway ÷ direct' && c.workload === 'mix');
+    expect(cmp?.errors).toBe(gw!.result.errors);
+    const t = report.targets.find((x) => x.name === 'mix c=8: gateway p99 ÷ direct');
+    expect(t?.met).toBe(false);
+    expect(t?.errors).toBe(gw!.result.errors);
+  }, 90_000);
+});
+
 describe('npm run bench: stopped by a signal', () => {
   // SIGTERM once ended the bench without its cleanup: etcd (which does not end with its parent, as the
   // Node servers do) kept running, and the temporary folder with its databases stayed.
@@ -203,6 +238,7 @@ describe('npm run bench -- --quick', () => {
     }
     const mix = report.comparisons.find((c) => c.workload === 'mix' && c.variant === 'gateway ÷ direct');
     expect(mix).toBeDefined();
+    expect(mix!.errors).toBe(0);
     expect(mix!.opsRatio).toBeGreaterThan(0);
     expect(mix!.cpuPerOpRatio).toBeGreaterThan(0);
     expect(mix!.p99Ratio).toBeGreaterThan(0);
