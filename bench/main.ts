@@ -64,6 +64,7 @@ const program = new Command('kv-bench')
   .option('--compare-sync', 'also run put and mix at the highest concurrency with --sync full on both targets')
   .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)', intList)
   .option('--migration', 'also run mix at the highest concurrency while a worker is added (keys moving), next to steady state')
+  .option('--server-warmup <s>', 'before its first phase, drive each server set unmeasured with mix at the highest concurrency for this many seconds (V8 compiling their hot paths); 0 skips', int, 5)
   .option('--idle <s>', 'measure each server set idle for this many seconds before the load, after as many (up to 5) to settle: CPU and wake-ups per second; 0 skips', int, 10)
   .option('--no-direct', 'skip the direct-worker baseline')
   .option('--etcd', 'also run get, put and mix on a single-member etcd 3.4 with its defaults (fsync per commit) next to each gateway phase, and with --compare-sync next to --sync full; needs `etcd` on PATH: apt-get install etcd-server')
@@ -97,13 +98,14 @@ const o = program.opts<{
   bare?: boolean;
   cpuProf?: string;
   quick?: boolean;
+  serverWarmup: number;
   out: string;
 }>();
 
 if (o.quick) {
   // Smoke-test values only where the command line left the default: a flag given next to --quick
   // wins, as --workloads always did (`--quick --duration 1` used to run 2 s phases, silently).
-  const quick = { duration: 2, warmup: 0.5, idle: 1, keys: 2000, concurrency: '8', workloads: 'get,put,mix,listkeys,backup' };
+  const quick = { duration: 2, warmup: 0.5, serverWarmup: 1, idle: 1, keys: 2000, concurrency: '8', workloads: 'get,put,mix,listkeys,backup' };
   for (const [name, value] of Object.entries(quick)) if (program.getOptionValueSource(name) === 'default') Object.assign(o, { [name]: value });
   Object.assign(o, { compareMetrics: false, compareSync: false, scale: undefined });
 }
@@ -164,7 +166,8 @@ function ownOptions(folder: string, over: Partial<ServerOptions> = {}): ServerOp
 
 const STARTERS = { gateway: startGatewayCluster, direct: startDirectWorker, bare: startBareServer, etcd: (opts: ServerOptions) => startEtcd(opts.dataDir) };
 
-async function up(kind: keyof typeof STARTERS, opts: ServerOptions): Promise<ServerSet> {
+/** Starts a server set; `warm`: and warms it up (warmUp) before returning. */
+async function up(kind: keyof typeof STARTERS, opts: ServerOptions, warm = true): Promise<ServerSet> {
   const t0 = Date.now();
   const set = await STARTERS[kind](opts);
   running.push(set);
@@ -172,7 +175,32 @@ async function up(kind: keyof typeof STARTERS, opts: ServerOptions): Promise<Ser
   if (kind === 'etcd') await preloadRemote(set.address, opts.keys, 'etcd');
   const settings = kind === 'etcd' ? `etcd ${etcdRelease}, its defaults` : kind === 'bare' ? 'grpc-js over a Map' : `sync ${opts.sync}, metrics ${opts.metrics}`;
   log(`started ${kind} (${opts.keys} keys, ${settings}) at ${set.address} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${set.processes.map((p) => `${p.name}=${p.pid}`).join(' ')}`);
+  if (warm) await warmUp(kind, set, opts.keys);
   return set;
+}
+
+/**
+ * Unmeasured load on a fresh server set before its first phase. V8 compiles each process's hot paths
+ * in its first seconds of load, and a worker behind the gateway, serving a third of the requests, gets
+ * there three times slower than the direct worker: 3–11 s into a run's first phase a worker spent
+ * ~10% of its CPU in the compiler, which the first phase then billed to the gateway path.
+ */
+async function warmUp(target: string, set: ServerSet, keys: number): Promise<void> {
+  if (!(o.serverWarmup > 0)) return;
+  const r = await runLoad({
+    address: set.address,
+    protocol: set.protocol ?? 'kvstore',
+    workload: 'mix',
+    concurrency: maxLevel,
+    threads: o.threads,
+    keys,
+    valueSize: o.valueSize,
+    warmupMs: 0,
+    durationMs: o.serverWarmup * 1000,
+    maxOpsPerThread: 50_000_000,
+    deadlineMs: 10_000,
+  });
+  log(`warmed ${target} up: ${r.ops} requests in ${o.serverWarmup} s, ${r.errors} errors${r.errors ? ` (${r.lastError})` : ''}`);
 }
 
 /** The sets measured side by side over the same seconds, so they share the machine's background load. */
@@ -402,11 +430,14 @@ async function main(): Promise<void> {
     await preloadRemote(o.address, o.keys);
     for (const w of workloads) for (const c of w === 'listkeys' ? [1] : levels) await phase('remote', undefined, o.address, w, c, o.keys);
   } else {
-    const gw = await up('gateway', serverOptions());
-    const direct = o.direct ? await up('direct', serverOptions()) : undefined;
-    const etcd = o.etcd ? await up('etcd', serverOptions()) : undefined;
-    const bare = o.bare ? await up('bare', serverOptions()) : undefined;
-    await measureIdle(Object.entries({ gateway: gw, direct, etcd, bare }).filter((e): e is [string, ServerSet] => e[1] !== undefined), o.idle);
+    // Warmed up after the idle measurement, which is of servers that have not served yet.
+    const gw = await up('gateway', serverOptions(), false);
+    const direct = o.direct ? await up('direct', serverOptions(), false) : undefined;
+    const etcd = o.etcd ? await up('etcd', serverOptions(), false) : undefined;
+    const bare = o.bare ? await up('bare', serverOptions(), false) : undefined;
+    const mainSets = Object.entries({ gateway: gw, direct, etcd, bare }).filter((e): e is [string, ServerSet] => e[1] !== undefined);
+    await measureIdle(mainSets, o.idle);
+    for (const [target, set] of mainSets) await warmUp(target, set, o.keys);
     // Interleaved per phase: the machine's background noise drifts, so neighbours compare best. With
     // --rounds, each set runs again in the reverse order, and the ratios are the median: on a shared
     // 2-core machine one pair's ratio moved by 0.3 from one run to the next. The gateway runs in the

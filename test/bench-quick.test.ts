@@ -49,10 +49,13 @@ describe('npm run bench: the phases beyond the main ones (--compare-metrics, --m
     const dir = mkdtempSync(join(out, 'extra-'));
     const r = await runScript(
       BENCH,
-      ['--workloads', 'mix', '--concurrency', '8', '--keys', '1000', '--duration', '1', '--warmup', '0', '--idle', '0', '--compare-metrics', '--migration', '--scale', '2000', '--out', dir],
+      ['--workloads', 'mix', '--concurrency', '8', '--keys', '1000', '--duration', '1', '--warmup', '0', '--idle', '0', '--server-warmup', '1', '--compare-metrics', '--migration', '--scale', '2000', '--out', dir],
       150_000,
     );
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    // Each set was warmed up once before its first phase: the two main ones, the metrics-off gateway
+    // and direct worker, the migration's gateway, and the 2,000-key gateway and direct worker.
+    expect(r.stderr.match(/warmed (gateway|direct) up: [1-9]\d* requests in 1 s, 0 errors/g)).toHaveLength(7);
     const json = readdirSync(dir).find((f) => f.endsWith('.json'));
     const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
     const extra = [
@@ -87,7 +90,7 @@ describe('npm run bench: delete', () => {
     const dir = mkdtempSync(join(out, 'delete-'));
     const r = await runScript(
       BENCH,
-      ['--workloads', 'delete,get', '--concurrency', '8', '--keys', '500', '--duration', '1', '--warmup', '0', '--idle', '0', '--no-direct', '--compare-metrics', '--out', dir],
+      ['--workloads', 'delete,get', '--concurrency', '8', '--keys', '500', '--duration', '1', '--warmup', '0', '--idle', '0', '--server-warmup', '0', '--no-direct', '--compare-metrics', '--out', dir],
       120_000,
     );
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
@@ -111,7 +114,7 @@ describe('npm run bench: failed requests', () => {
     const dir = mkdtempSync(join(out, 'errors-'));
     const child = spawn(
       process.execPath,
-      [BENCH, '--workloads', 'mix', '--keys', '1000', '--concurrency', '8', '--duration', '2', '--warmup', '0', '--idle', '0', '--out', dir],
+      [BENCH, '--workloads', 'mix', '--keys', '1000', '--concurrency', '8', '--duration', '2', '--warmup', '0', '--idle', '0', '--server-warmup', '0', '--out', dir],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';
@@ -185,6 +188,8 @@ describe('npm run bench -- --quick', () => {
       );
     });
     expect(stderr).toMatch(/ops\/s/); // progress and phase lines went to stderr
+    // Every set served a while before its first measured phase (--quick: 1 s).
+    for (const t of ['gateway', 'direct', 'bare']) expect(stderr).toMatch(new RegExp(`warmed ${t} up: [1-9]\\d* requests in 1 s, 0 errors`));
     const files = readdirSync(out);
     const json = files.find((f) => f.endsWith('.json'));
     expect(json, `files: ${files.join(', ')}`).toBeDefined();
