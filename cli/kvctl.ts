@@ -214,7 +214,7 @@ async function waitStable(timeoutMs: number): Promise<ClusterStatus> {
   for (;;) {
     const s = (await call('Status', {}, 'admin')) as unknown as ClusterStatus;
     if (s.phase === 'stable') return s;
-    if (Date.now() > until) throw Object.assign(new Error(`migration still running after ${timeoutMs} ms: ${s.keys_remaining} keys remaining`), { code: 4, details: 'timeout' });
+    if (Date.now() > until) throw new WaitTimedOut(`migration still running after ${timeoutMs} ms (--wait-timeout): ${s.keys_remaining} keys remaining; it goes on in the background, see kvctl cluster status`);
     await new Promise((r) => setTimeout(r, 500));
   }
 }
@@ -357,6 +357,12 @@ program
 class UsageError extends Error {}
 
 /**
+ * --wait gave up while the keys are still moving. Its own class: dressed as a gRPC error it printed
+ * only "DEADLINE_EXCEEDED: timeout", losing how far the migration had got and that it goes on.
+ */
+class WaitTimedOut extends Error {}
+
+/**
  * A call that failed because no gateway answered at the address (nothing listening, a name that does
  * not resolve, a TLS mismatch): grpc-js's own message says what went wrong but not what to do.
  */
@@ -389,6 +395,11 @@ function nameList(raw: string | undefined, flag: string): string[] | undefined {
 }
 
 program.parseAsync().catch((err: unknown) => {
+  if (err instanceof WaitTimedOut) {
+    // "Too slow" in the exit-code table; the change itself is not undone.
+    process.stderr.write(`kvctl: ${err.message}\n`);
+    process.exit(EXIT.UNREACHABLE);
+  }
   if (err instanceof Unreached) {
     process.stderr.write(`${err.explain()}\n`);
     process.exit(exitCodeFor(err.failure.code));

@@ -202,3 +202,26 @@ describe('kvctl cluster', () => {
     kv.close();
   }, 120_000);
 });
+
+describe('kvctl cluster --wait', () => {
+  it('says how far the migration got when --wait-timeout runs out, and exits 4', async () => {
+    // A mover held to 1 key a second cannot finish 40 keys within the 1 ms kvctl waits.
+    const slow = await TestCluster.start({ workers: 2, gatewayArgs: ['--migration-rate', '1'] });
+    try {
+      const kv = kvClient(slow.address);
+      await Promise.all(Array.from({ length: 40 }, (_, i) => kv.put(`wait/${i}`, 'v')));
+      kv.close();
+      const w = await slow.startWorker('worker-7');
+      const r = spawnSync(
+        process.execPath,
+        [dist('cli/kvctl.js'), '--address', slow.address, '--timeout', '20000', 'cluster', 'add', `worker-7=127.0.0.1:${w.listening!.port}`, '--wait', '--wait-timeout', '1'],
+        { encoding: 'utf8', timeout: 30_000 },
+      );
+      expect(r.status, r.stderr).toBe(4);
+      // Before: "kvctl: DEADLINE_EXCEEDED: timeout".
+      expect(r.stderr).toMatch(/^kvctl: migration still running after 1 ms \(--wait-timeout\): \d+ keys remaining; it goes on in the background, see kvctl cluster status\n$/);
+    } finally {
+      await slow.stop();
+    }
+  }, 60_000);
+});
