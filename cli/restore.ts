@@ -121,8 +121,15 @@ function verifyManifest(dir: string, manifest: Manifest): VerifiedSet {
     }
     const partPath = join(dir, partManifestFile(w.worker));
     if (existsSync(partPath)) {
-      const part = JSON.parse(readFileSync(partPath, 'utf8')) as PartManifest;
-      if (part.sha256 !== w.sha256 || part.id !== manifest.id) problems.push(`${partPath} disagrees with ${MANIFEST_FILE} (id ${part.id}, sha256 ${part.sha256})`);
+      // A damaged part manifest is one more problem to name, not a bare JSON.parse message that
+      // said neither which file nor that nothing was restored, and hid every other problem.
+      let part: PartManifest | undefined;
+      try {
+        part = JSON.parse(readFileSync(partPath, 'utf8')) as PartManifest;
+      } catch (err) {
+        problems.push(`${partPath} cannot be read as a part manifest: ${(err as Error).message}`);
+      }
+      if (part && (part.sha256 !== w.sha256 || part.id !== manifest.id)) problems.push(`${partPath} disagrees with ${MANIFEST_FILE} (id ${part.id}, sha256 ${part.sha256})`);
     }
     const db = new Database(file, { readonly: true, fileMustExist: true });
     try {

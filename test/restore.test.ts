@@ -214,4 +214,19 @@ describe('restore', () => {
     expect(existsSync(dataDir) ? readdirSync(dataDir) : []).toEqual([]);
     expect(kvctl(['verify', copy]).code).toBe(1);
   });
+
+  it('names a damaged part manifest along with every other problem, and restores nothing', () => {
+    const copy = join(root, 'bad-part');
+    cpSync(join(backupDir, backupId), copy, { recursive: true });
+    writeFileSync(join(copy, 'worker-0.json'), '{oops');
+    rmSync(join(copy, 'worker-2.sqlite'));
+    const dataDir = join(root, 'from-bad-part');
+    const r = kvctl(['restore', copy, '--data-dir', dataDir]);
+    expect(r.code).toBe(1);
+    // Before: "kvctl: Expected property name or '}' in JSON at position 1", and nothing about worker-2.
+    expect(r.stderr).toMatch(/failed verification; nothing was restored/);
+    expect(r.stderr).toContain(`${join(copy, 'worker-0.json')} cannot be read as a part manifest`);
+    expect(r.stderr).toContain(`${join(copy, 'worker-2.sqlite')} is missing`);
+    expect(existsSync(dataDir) ? readdirSync(dataDir) : []).toEqual([]);
+  });
 });
