@@ -185,9 +185,13 @@ program
     };
     if (r.success && r.backup_id) {
       out(`backup ${String(r.backup_id)} complete\n  location: ${String(r.location)}\n  keys:     ${json.keys}\n  bytes:    ${json.bytes}`, json);
-    } else {
-      // An older gateway sends only the message; a failed backup's message names each failed worker.
+    } else if (r.success || program.opts<Globals>().json) {
+      // An older gateway sends only the message; --json keeps a failure's figures on stdout for scripts.
       out(String(r.message), json);
+    } else {
+      // A failure's reason goes where every other kvctl failure goes: on stdout, `id=$(kvctl backup)`
+      // swallowed it and the terminal showed nothing. It names each failed worker.
+      process.stderr.write(`kvctl: ${String(r.message)}\n`);
     }
     if (!r.success) process.exitCode = EXIT.FAILED;
   });

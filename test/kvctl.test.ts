@@ -143,9 +143,27 @@ describe('kvctl', () => {
       const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
       clearTimeout(timer);
       expect(code, `${args.join(' ')}: ${stderr}`).toBe(expected);
-      expect(stderr).toBe('');
+      // A failed command still says why, on stderr, which the reader going away does not touch.
+      expect(stderr).toMatch(expected === 0 ? /^$/ : /^kvctl: backup failed: cannot create backup directory/);
     }
     await failing.proc.stop();
+  });
+
+  it('a failed backup says why on stderr, not stdout (id=$(kvctl backup) must not swallow it); --json keeps stdout', async () => {
+    const failing = await cluster.startExtraGateway(['--backup-dir', '/proc/kvstore-no-such-dir']);
+    try {
+      const run = (args: string[]) => spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', failing.address, '--timeout', '10000', ...args], { encoding: 'utf8', timeout: 20_000 });
+      const human = run(['backup']);
+      expect(human.status).toBe(1);
+      // Before: stdout held the message and stderr was empty.
+      expect(human.stdout).toBe('');
+      expect(human.stderr).toMatch(/^kvctl: backup failed: cannot create backup directory "\/proc\/kvstore-no-such-dir".*\n$/);
+      const json = run(['--json', 'backup']);
+      expect(json.status).toBe(1);
+      expect(JSON.parse(json.stdout)).toMatchObject({ success: false, message: expect.stringMatching(/^backup failed: /) });
+    } finally {
+      await failing.proc.stop();
+    }
   });
 
   it('KV_CLIENT_TLS=false and =0 keep TLS off; another value is a usage error', () => {
