@@ -4,11 +4,13 @@ import * as grpc from '@grpc/grpc-js';
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { adminMetadata } from '../shared/auth.js';
+import { KvError } from '../shared/errors.js';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { listSets } from '../shared/backup-sets.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
 import { DEFAULTS, ENV, addSwitch, defaultBackupDir, intArg, intOption } from '../shared/settings.js';
 import { clientCredentials } from '../shared/tls.js';
+import { checkKey, checkValue } from '../shared/validation.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { resolveSetDir, restore, verifySet } from './restore.js';
 
@@ -134,7 +136,7 @@ program
   .argument('<value>')
   .action(async (key: string, value: string) => {
     const v = value === '-' ? await readStdin() : value;
-    const r = await call('Put', { key, value: v });
+    const r = await call('Put', { key: checkKey(key), value: checkValue(v) });
     const old = String(r.old_value ?? '');
     out(old === '' ? 'OK' : `OK (previous value: ${old})`, { key, old_value: old });
   });
@@ -144,7 +146,7 @@ program
   .description('print the value of a key')
   .argument('<key>')
   .action(async (key: string) => {
-    const r = await call('Get', { key });
+    const r = await call('Get', { key: checkKey(key) });
     out(String(r.value ?? ''), { key, value: r.value });
   });
 
@@ -154,7 +156,7 @@ program
   .description('remove a key (succeeds if it does not exist)')
   .argument('<key>')
   .action(async (key: string) => {
-    await call('Delete', { key });
+    await call('Delete', { key: checkKey(key) });
     out('OK', { key, deleted: true });
   });
 
@@ -399,6 +401,13 @@ function nameList(raw: string | undefined, flag: string): string[] | undefined {
 }
 
 program.parseAsync().catch((err: unknown) => {
+  if (err instanceof KvError) {
+    // A key or value the gateway would refuse, checked here by the gateway's own rules before sending:
+    // past the gateway's 64 KiB message limit, grpc-js refused it with RESOURCE_EXHAUSTED, which read
+    // as exit 5, "store busy or full", and told a retrying script to retry for ever.
+    process.stderr.write(`kvctl: ${grpc.status[err.code]}: ${err.message}\n`);
+    process.exit(exitCodeFor(err.code));
+  }
   if (err instanceof WaitTimedOut) {
     // "Too slow" in the exit-code table; the change itself is not undone.
     process.stderr.write(`kvctl: ${err.message}\n`);

@@ -60,6 +60,16 @@ describe('kvctl', () => {
     expect(kvctl(['frobnicate']).code).toBe(2);
   });
 
+  it('exits 2, not 5 ("busy or full"), for a key or value past the gateway\'s 64 KiB message limit', () => {
+    // Before: "kvctl: RESOURCE_EXHAUSTED: Received message larger than max (100010 vs 65536)", exit 5.
+    const big = kvctl(['put', 'big-value', '-'], 'v'.repeat(100_000));
+    expect(big).toMatchObject({ code: 2, stderr: 'kvctl: INVALID_ARGUMENT: value: must be 0 to 2048 bytes, got 100000 bytes\n' });
+    for (const cmd of ['get', 'delete']) {
+      const r = kvctl([cmd, 'k'.repeat(100_000)]);
+      expect(r, cmd).toMatchObject({ code: 2, stderr: 'kvctl: INVALID_ARGUMENT: key: must be 1 to 128 bytes, got 100000 bytes\n' });
+    }
+  });
+
   it('exits 2 for a bad flag value, naming the flag or env var, before calling anything', () => {
     for (const [args, env, says] of [
       [['--timeout', 'abc', 'get', 'x'], {}, /option '-t, --timeout <ms>' argument 'abc' is invalid\. expected a positive integer/],
