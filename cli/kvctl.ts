@@ -74,6 +74,8 @@ Exit codes:
 
 function credentials(g: Globals): grpc.ChannelCredentials {
   if (!g.tls && !g.ca && !g.cert && !g.key) return grpc.credentials.createInsecure();
+  // A flag combination, so a usage error (2), not the failure (1) clientCredentials' own check gave.
+  if (Boolean(g.cert) !== Boolean(g.key)) throw new UsageError('--cert (KV_CLIENT_CERT) and --key (KV_CLIENT_KEY) go together: give both, or neither');
   quietIpServerNameWarning();
   return clientCredentials({ ca: g.ca, cert: g.cert, key: g.key, serverName: g.serverName });
 }

@@ -79,6 +79,9 @@ describe('kvctl', () => {
       // Before: accepted, and --wait waited forever (a NaN deadline is never passed).
       [['cluster', 'add', 'worker-5=127.0.0.1:1', '--wait', '--wait-timeout', 'abc'], {}, /option '--wait-timeout <ms>' argument 'abc' is invalid/],
       [['cluster', 'remove', 'worker-5', '--wait', '--wait-timeout', '-1'], {}, /option '--wait-timeout <ms>' argument '-1' is invalid/],
+      // Before: exit 1, "kvctl: --cert and --key go together".
+      [['--cert', '/nonexistent/client.crt', 'get', 'x'], {}, /--cert \(KV_CLIENT_CERT\) and --key \(KV_CLIENT_KEY\) go together/],
+      [['get', 'x'], { KV_CLIENT_KEY: '/nonexistent/client.key' }, /--cert \(KV_CLIENT_CERT\) and --key \(KV_CLIENT_KEY\) go together/],
     ] as const) {
       // The address answers nothing: a call would fail with 4, not 2.
       const r = spawnSync(process.execPath, [dist('cli/kvctl.js'), '--address', '127.0.0.1:1', ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 });
