@@ -103,15 +103,29 @@ function adminToken(g: Globals): string | undefined {
   }
 }
 
+/** Beyond the gateway's per-worker snapshot deadline: its manifest is written after the snapshots. */
+const BACKUP_MARGIN_MS = 60_000;
+
+/**
+ * A backup's deadline: the general 10 s suits a point call, not the snapshots of a big store, which the
+ * gateway gives up to KV_BACKUP_TIMEOUT_MS (600 s) each. With it, kvctl exited 4 ("unreachable or too
+ * slow") while the backup went on and succeeded, and a retry was refused as "still running". An
+ * explicit --timeout (or KV_TIMEOUT_MS) still wins.
+ */
+function backupDeadlineMs(): number {
+  if (program.getOptionValueSource('timeout') !== 'default') return program.opts<Globals>().timeout;
+  return DEFAULTS.backupTimeoutMs + BACKUP_MARGIN_MS;
+}
+
 /** One call to the gateway. Only admin calls carry the admin token: ordinary commands never send it. */
-function call(method: string, req: object, service: 'public' | 'admin' = 'public'): Promise<Record<string, unknown>> {
+function call(method: string, req: object, service: 'public' | 'admin' = 'public', timeoutMs?: number): Promise<Record<string, unknown>> {
   const g = program.opts<Globals>();
   const Ctor = service === 'admin' ? adminApi().Admin : publicApi().KeyValueStore;
   const client = new Ctor(g.address, credentials(g), publicClientOptions);
   const metadata = service === 'admin' ? adminMetadata(adminToken(g)) : new grpc.Metadata();
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, (r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: Cb) => void>)[method].bind(client);
-    fn(req, metadata, { deadline: Date.now() + g.timeout }, (err, res) => {
+    fn(req, metadata, { deadline: Date.now() + (timeoutMs ?? g.timeout) }, (err, res) => {
       // A channel that never got READY never reached a gateway: the failure is grpc-js's, not the store's.
       const reached = client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY;
       client.close();
@@ -175,9 +189,11 @@ program
 
 program
   .command('backup')
-  .description('take a backup of every worker; prints the backup id, location, keys and bytes')
+  .description(
+    `take a backup of every worker; prints the backup id, location, keys and bytes (waits up to ${(DEFAULTS.backupTimeoutMs + BACKUP_MARGIN_MS) / 1000} s unless --timeout is given)`,
+  )
   .action(async () => {
-    const r = await call('Backup', {});
+    const r = await call('Backup', {}, 'public', backupDeadlineMs());
     const json = {
       success: r.success,
       id: r.backup_id,
