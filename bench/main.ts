@@ -27,11 +27,24 @@ const int = (raw: string): number => {
   return n;
 };
 
+/** A count (workers, keys, clients, rounds): a whole number of at least 1. 0 clients left no load level. */
+const count = (raw: string): number => {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+};
+/** A measured duration: more than 0 seconds (a 0 s phase has no rate). */
+const seconds = (raw: string): number => {
+  const n = int(raw);
+  if (n <= 0) throw new InvalidArgumentError('expected a number of seconds above 0');
+  return n;
+};
+
 /** Parsers for comma-separated flags: a bad entry is a usage error naming the flag, before anything starts. */
-const intList = (raw: string): string => {
+const countList = (raw: string): string => {
   const items = list(raw);
-  if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list of numbers');
-  items.forEach(int);
+  if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list of whole numbers of at least 1');
+  items.forEach(count);
   return raw;
 };
 const workloadList = (raw: string): string => {
@@ -42,27 +55,27 @@ const workloadList = (raw: string): string => {
 };
 const valueSize = (raw: string): number => {
   const n = int(raw);
-  if (n > 2048) throw new InvalidArgumentError('expected at most 2048 bytes');
+  if (!Number.isInteger(n) || n > 2048) throw new InvalidArgumentError('expected a whole number of bytes, at most 2048');
   return n;
 };
 
 const program = new Command('kv-bench')
   .description('Closed-loop benchmark of kvstore: through the gateway and straight to one worker, in one run')
   .option('--address <host:port>', 'benchmark a running store instead of starting one (no direct baseline, no server CPU)')
-  .option('--workers <n>', 'workers behind the gateway', int, 3)
+  .option('--workers <n>', 'workers behind the gateway', count, 3)
   .option('--workloads <list>', `comma-separated, run in this order: ${WORKLOADS.join(', ')}`, workloadList, 'get,put,mix,listkeys,backup,delete')
-  .option('--concurrency <list>', 'closed-loop clients, comma-separated levels', intList, '8,64')
-  .option('--duration <s>', 'measured seconds per phase', int, 10)
+  .option('--concurrency <list>', 'closed-loop clients, comma-separated levels', countList, '8,64')
+  .option('--duration <s>', 'measured seconds per phase', seconds, 10)
   .option('--warmup <s>', 'unmeasured seconds before each phase', int, 2)
-  .option('--keys <n>', 'key space, preloaded before the run', int, 100_000)
+  .option('--keys <n>', 'key space, preloaded before the run', count, 100_000)
   .option('--value-size <bytes>', 'value size (0-2048)', valueSize, 100)
-  .option('--threads <n>', 'load-generator threads', int, 2)
-  .option('--rounds <n>', 'run each gateway/direct pair (and etcd and bare, with --etcd and --bare) this many times, alternating the order; ratios are the median of the rounds', int, 1)
+  .option('--threads <n>', 'load-generator threads', count, 2)
+  .option('--rounds <n>', 'run each gateway/direct pair (and etcd and bare, with --etcd and --bare) this many times, alternating the order; ratios are the median of the rounds', count, 1)
   .addOption(new Option('--sync <mode>', 'worker durability for the main phases').choices(['normal', 'full']).default('normal'))
   .addOption(new Option('--metrics <on|off>', 'per-request metrics on the servers for the main phases').choices(['on', 'off']).default('on'))
   .option('--compare-metrics', 'also run mix at the highest concurrency with KV_METRICS=off on both targets')
   .option('--compare-sync', 'also run put and mix at the highest concurrency with --sync full on both targets')
-  .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)', intList)
+  .option('--scale <list>', 'also measure memory, mix ops/s and ListKeys at these key counts (e.g. 100000,1000000)', countList)
   .option('--migration', 'also run mix at the highest concurrency while a worker is added (keys moving), next to steady state')
   .option('--server-warmup <s>', 'before its first phase, drive each server set unmeasured with mix at the highest concurrency for this many seconds (V8 compiling their hot paths); 0 skips', int, 5)
   .option('--idle <s>', 'measure each server set idle for this many seconds before the load, after as many (up to 5) to settle: CPU and wake-ups per second; 0 skips', int, 10)
@@ -110,7 +123,7 @@ if (o.quick) {
   Object.assign(o, { compareMetrics: false, compareSync: false, scale: undefined });
 }
 const workloads = list(o.workloads) as Workload[];
-const levels = list(o.concurrency).map(int).filter((c) => c > 0);
+const levels = list(o.concurrency).map(count);
 const maxLevel = Math.max(...levels);
 /**
  * The workloads etcd and the bare server run: point calls only. etcd's KV API has Range and Put and
@@ -123,6 +136,10 @@ const fail = (msg: string): never => {
   process.exit(1);
 };
 if (o.bare && o.address) fail('--bare compares with the servers the bench starts; it cannot be used with --address');
+// Each starts servers of its own, which a run against --address has none of: said, not skipped silently.
+for (const [set, flag] of [[o.compareMetrics, '--compare-metrics'], [o.compareSync, '--compare-sync'], [o.migration, '--migration'], [o.scale, '--scale']] as const) {
+  if (set && o.address) fail(`${flag} starts servers of its own; it cannot be used with --address`);
+}
 let etcdRelease: string | undefined;
 if (o.etcd) {
   if (o.address) fail('--etcd compares with the servers the bench starts; it cannot be used with --address');
@@ -531,7 +548,7 @@ async function main(): Promise<void> {
       await down(g);
     }
 
-    for (const keys of o.scale ? list(o.scale).map(int) : []) {
+    for (const keys of o.scale ? list(o.scale).map(count) : []) {
       const folder = `scale-${keys}`;
       const g = await up('gateway', ownOptions(folder, { keys }));
       await phase('gateway', g, g.address, 'mix', maxLevel, keys);

@@ -22,10 +22,14 @@ const runScript = (file: string, args: string[], timeoutMs: number): Promise<{ c
 describe('npm run bench: usage errors', () => {
   it('refuses a bad flag value in one line naming the flag, before starting anything', async () => {
     for (const [flag, value, says] of [
-      ['--concurrency', '8,x', /expected a non-negative number/],
+      ['--concurrency', '8,x', /expected a whole number of at least 1/],
       ['--workloads', 'get,foo', /unknown workload "foo"; choose from get, put/],
       ['--value-size', '5000', /at most 2048/],
       ['--idle', 'soon', /expected a non-negative number/],
+      // 0 clients left no load level (the highest became -Infinity); a fraction of a worker was taken.
+      ['--concurrency', '0', /whole number of at least 1/],
+      ['--workers', '2.5', /whole number of at least 1/],
+      ['--duration', '0', /seconds above 0/],
     ] as const) {
       const r = await runScript(BENCH, [flag, value, '--out', out], 20_000);
       expect(r.code, `${flag} ${value}`).toBe(1);
@@ -37,6 +41,14 @@ describe('npm run bench: usage errors', () => {
     const r = await runScript(BENCH, ['--bare', '--address', '127.0.0.1:1', '--out', out], 20_000);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^kv-bench: --bare compares with the servers the bench starts; it cannot be used with --address\n$/);
+    // So do the extra phases: against --address they were skipped without a word.
+    for (const flag of ['--compare-metrics', '--compare-sync', '--migration']) {
+      const x = await runScript(BENCH, [flag, '--address', '127.0.0.1:1', '--out', out], 20_000);
+      expect(x.code, flag).toBe(1);
+      expect(x.stderr, flag).toBe(`kv-bench: ${flag} starts servers of its own; it cannot be used with --address\n`);
+    }
+    const scale = await runScript(BENCH, ['--scale', '1000', '--address', '127.0.0.1:1', '--out', out], 20_000);
+    expect(scale.stderr).toBe('kv-bench: --scale starts servers of its own; it cannot be used with --address\n');
   });
 });
 
