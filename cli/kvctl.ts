@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { adminMetadata } from '../shared/auth.js';
-import { KvError } from '../shared/errors.js';
+import { KvError, isServiceError, toServiceError } from '../shared/errors.js';
 import { publicClientOptions } from '../shared/grpc-options.js';
 import { listSets } from '../shared/backup-sets.js';
 import { adminApi, publicApi, type ClusterStatus } from '../shared/proto.js';
@@ -103,8 +103,8 @@ function adminToken(g: Globals): string | undefined {
   }
 }
 
-/** Beyond the gateway's per-worker snapshot deadline: its manifest is written after the snapshots. */
-const BACKUP_MARGIN_MS = 60_000;
+/** The gateway's per-worker snapshot deadline, and a minute more: its manifest is written after the snapshots. */
+const BACKUP_DEADLINE_MS = DEFAULTS.backupTimeoutMs + 60_000;
 
 /**
  * A backup's deadline: the general 10 s suits a point call, not the snapshots of a big store, which the
@@ -114,7 +114,7 @@ const BACKUP_MARGIN_MS = 60_000;
  */
 function backupDeadlineMs(): number {
   if (program.getOptionValueSource('timeout') !== 'default') return program.opts<Globals>().timeout;
-  return DEFAULTS.backupTimeoutMs + BACKUP_MARGIN_MS;
+  return BACKUP_DEADLINE_MS;
 }
 
 /** One call to the gateway. Only admin calls carry the admin token: ordinary commands never send it. */
@@ -190,7 +190,7 @@ program
 program
   .command('backup')
   .description(
-    `take a backup of every worker; prints the backup id, location, keys and bytes (waits up to ${(DEFAULTS.backupTimeoutMs + BACKUP_MARGIN_MS) / 1000} s unless --timeout is given)`,
+    `take a backup of every worker; prints the backup id, location, keys and bytes (waits up to ${BACKUP_DEADLINE_MS / 1000} s unless --timeout is given)`,
   )
   .action(async () => {
     const r = await call('Backup', {}, 'public', backupDeadlineMs());
@@ -419,13 +419,6 @@ function nameList(raw: string | undefined, flag: string): string[] | undefined {
 }
 
 program.parseAsync().catch((err: unknown) => {
-  if (err instanceof KvError) {
-    // A key or value the gateway would refuse, checked here by the gateway's own rules before sending:
-    // past the gateway's 64 KiB message limit, grpc-js refused it with RESOURCE_EXHAUSTED, which read
-    // as exit 5, "store busy or full", and told a retrying script to retry for ever.
-    process.stderr.write(`kvctl: ${grpc.status[err.code]}: ${err.message}\n`);
-    process.exit(exitCodeFor(err.code));
-  }
   if (err instanceof WaitTimedOut) {
     // "Too slow" in the exit-code table; the change itself is not undone.
     process.stderr.write(`kvctl: ${err.message}\n`);
@@ -435,11 +428,13 @@ program.parseAsync().catch((err: unknown) => {
     process.stderr.write(`${err.explain()}\n`);
     process.exit(exitCodeFor(err.failure.code));
   }
-  const e = err as grpc.ServiceError;
-  if (typeof e?.code === 'number' && 'details' in e) {
-    const name = grpc.status[e.code] ?? String(e.code);
-    process.stderr.write(`kvctl: ${name}: ${e.details}\n`);
-    process.exit(exitCodeFor(e.code));
+  // A status from the gateway, or a KvError from checking a key or value here by the gateway's own rules
+  // before sending (past the gateway's 64 KiB message limit, grpc-js refused it with RESOURCE_EXHAUSTED,
+  // which read as exit 5, "store busy or full", and told a retrying script to retry for ever).
+  if (err instanceof KvError || isServiceError(err)) {
+    const e = toServiceError(err);
+    process.stderr.write(`kvctl: ${grpc.status[e.code!] ?? String(e.code)}: ${e.details}\n`);
+    process.exit(exitCodeFor(e.code!));
   }
   process.stderr.write(`kvctl: ${(err as Error).message ?? String(err)}\n`);
   process.exit(err instanceof UsageError ? EXIT.BAD_INPUT : EXIT.FAILED);
