@@ -204,19 +204,7 @@ async function up(kind: keyof typeof STARTERS, opts: ServerOptions, warm = true)
  */
 async function warmUp(target: string, set: ServerSet, keys: number): Promise<void> {
   if (!(o.serverWarmup > 0)) return;
-  const r = await runLoad({
-    address: set.address,
-    protocol: set.protocol ?? 'kvstore',
-    workload: 'mix',
-    concurrency: maxLevel,
-    threads: o.threads,
-    keys,
-    valueSize: o.valueSize,
-    warmupMs: 0,
-    durationMs: o.serverWarmup * 1000,
-    maxOpsPerThread: 50_000_000,
-    deadlineMs: 10_000,
-  });
+  const r = await runLoad({ ...loadSpec(set.address, set.protocol, 'mix', maxLevel, keys), warmupMs: 0, durationMs: o.serverWarmup * 1000 });
   log(`warmed ${target} up: ${r.ops} requests in ${o.serverWarmup} s, ${r.errors} errors${r.errors ? ` (${r.lastError})` : ''}`);
 }
 
@@ -242,6 +230,23 @@ async function down(set: ServerSet): Promise<void> {
   await set.stop();
 }
 
+/** Closed-loop load with the run's settings: its threads, value size, warm-up and duration. */
+function loadSpec(address: string, protocol: Protocol | undefined, workload: Workload, concurrency: number, keys: number): LoadSpec {
+  return {
+    address,
+    protocol: protocol ?? 'kvstore',
+    workload,
+    concurrency,
+    threads: o.threads,
+    keys,
+    valueSize: o.valueSize,
+    warmupMs: o.warmup * 1000,
+    durationMs: o.duration * 1000,
+    maxOpsPerThread: 50_000_000,
+    deadlineMs: 10_000,
+  };
+}
+
 /** One phase against one target, with the servers' CPU and context switches read at the start and end of counting. */
 async function phase(
   target: string,
@@ -258,22 +263,10 @@ async function phase(
   let start: CostReading[] = [];
   let end: CostReading[] = [];
   const listing = workload === 'listkeys';
-  const spec: LoadSpec = {
-    address,
-    protocol: set?.protocol ?? 'kvstore',
-    // backup: the mix load runs while one Backup call snapshots every worker.
-    workload: workload === 'backup' ? 'mix' : workload,
-    // One ListKeys at a time: it is a whole-store scan; its time and memory are the point, not its rate.
-    concurrency: listing ? 1 : concurrency,
-    threads: listing ? 1 : o.threads,
-    keys,
-    valueSize: o.valueSize,
-    warmupMs: listing ? 0 : o.warmup * 1000,
-    durationMs: o.duration * 1000,
-    maxOpsPerThread: 50_000_000,
-    deadlineMs: listing ? 120_000 : 10_000,
-    drain: listing,
-  };
+  // backup: the mix load runs while one Backup call snapshots every worker.
+  const base = loadSpec(address, set?.protocol, workload === 'backup' ? 'mix' : workload, concurrency, keys);
+  // One ListKeys at a time: it is a whole-store scan; its time and memory are the point, not its rate.
+  const spec: LoadSpec = listing ? { ...base, concurrency: 1, threads: 1, warmupMs: 0, deadlineMs: 120_000, drain: true } : base;
   let backup: Promise<{ seconds: number; ok: boolean; message: string }> | undefined;
   const label = `[${target} ${workload} c=${spec.concurrency} keys=${keys}]`;
   const result = await runLoad(spec, {
