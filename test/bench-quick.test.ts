@@ -13,6 +13,13 @@ const WAKEUP = fileURLToPath(new URL('../dist/bench/wakeup-cost.js', import.meta
 const out = mkdtempSync(join(tmpdir(), 'kvbench-test-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
+/** The JSON report a bench run wrote into `dir` (it must have written exactly one). */
+function readReport(dir: string): Report {
+  const json = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  expect(json, `reports in ${dir}`).toHaveLength(1);
+  return JSON.parse(readFileSync(join(dir, json[0]), 'utf8')) as Report;
+}
+
 /** Runs a compiled bench script to its end (killed after `timeoutMs`): exit code and output. */
 const runScript = (file: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> =>
   new Promise((resolve) => {
@@ -68,8 +75,7 @@ describe('npm run bench: the phases beyond the main ones (--compare-metrics, --m
     // Each set was warmed up once before its first phase: the two main ones, the metrics-off gateway
     // and direct worker, the migration's gateway, and the 2,000-key gateway and direct worker.
     expect(r.stderr.match(/warmed (gateway|direct) up: [1-9]\d* requests in 1 s, 0 errors/g)).toHaveLength(7);
-    const json = readdirSync(dir).find((f) => f.endsWith('.json'));
-    const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
+    const report = readReport(dir);
     const extra = [
       ['gateway/metrics-off', 'mix', 1000],
       ['direct/metrics-off', 'mix', 1000],
@@ -106,8 +112,7 @@ describe('npm run bench: delete', () => {
       120_000,
     );
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
-    const json = readdirSync(dir).find((f) => f.endsWith('.json'));
-    const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
+    const report = readReport(dir);
     const del = report.phases.find((p) => p.workload === 'delete');
     expect(del?.result.ops).toBeGreaterThan(0);
     const reads = report.phases.filter((p) => p.workload === 'get' || p.workload === 'mix');
@@ -142,8 +147,7 @@ describe('npm run bench: failed requests', () => {
     // The one process of the store this test kills: a worker its own bench started.
     process.kill(worker, 'SIGKILL');
     expect(await exited, stderr.slice(-2000)).toBe(0);
-    const json = readdirSync(dir).find((f) => f.endsWith('.json'));
-    const report = JSON.parse(readFileSync(join(dir, json!), 'utf8')) as Report;
+    const report = readReport(dir);
     const gw = report.phases.find((p) => p.target === 'gateway' && p.workload === 'mix');
     expect(gw?.result.errors).toBeGreaterThan(0);
     const cmp = report.comparisons.find((c) => c.variant === 'gateway ÷ direct' && c.workload === 'mix');
@@ -202,11 +206,8 @@ describe('npm run bench -- --quick', () => {
     expect(stderr).toMatch(/ops\/s/); // progress and phase lines went to stderr
     // Every set served a while before its first measured phase (--quick: 1 s).
     for (const t of ['gateway', 'direct', 'bare']) expect(stderr).toMatch(new RegExp(`warmed ${t} up: [1-9]\\d* requests in 1 s, 0 errors`));
-    const files = readdirSync(out);
-    const json = files.find((f) => f.endsWith('.json'));
-    expect(json, `files: ${files.join(', ')}`).toBeDefined();
-    expect(files.some((f) => f.endsWith('.md'))).toBe(true);
-    const report = JSON.parse(readFileSync(join(out, json!), 'utf8')) as Report;
+    expect(readdirSync(out).some((f) => f.endsWith('.md'))).toBe(true);
+    const report = readReport(out);
     // A flag given next to --quick wins over its smoke-test value (it was silently replaced by 2 s).
     expect(report.meta.durationS).toBe(1);
 
